@@ -1,0 +1,131 @@
+"""The ``docnum`` command: serve, migrate, and manage API keys."""
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+import uvicorn
+
+from app import demo, keys
+from app.auth import SCOPES
+from app.database import Connection, database_url
+from app.errors import KeyNotFound, TenantNotFound
+from app.migrate import migrate
+from app.settings import Settings, get_settings
+
+T = TypeVar("T")
+CLI_ACTOR = "command line"
+
+
+def _with_connection(url: str, work: Callable[[Connection], Awaitable[T]]) -> T:
+    async def run() -> T:
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn)
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> None:
+    host = args.host or settings.host
+    port = args.port or settings.port
+    workers = args.workers or settings.workers
+    url = database_url(settings)
+    # Workers inherit the resolved database, so only this process owns an embedded server.
+    os.environ["DATABASE_URL"] = url
+    get_settings.cache_clear()
+
+    async def prepare(conn: Connection) -> str | None:
+        return await demo.bootstrap(conn) if settings.demo else None
+
+    demo.announce(_with_connection(url, prepare), settings.data_dir, f"http://{host}:{port}")
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def migrate_command(settings: Settings, _args: argparse.Namespace) -> None:
+    async def report(_conn: Connection) -> None:
+        return None
+
+    _with_connection(database_url(settings), report)
+    print("migrations are up to date", file=sys.stderr)
+
+
+def keys_command(settings: Settings, args: argparse.Namespace) -> None:
+    url = database_url(settings)
+
+    async def create(conn: Connection) -> None:
+        tenant = await keys.ensure_tenant(conn, args.tenant)
+        made = await keys.create(conn, tenant, args.scope, args.name, actor=CLI_ACTOR)
+        print(f"created {made.scope} key {made.prefix} for tenant {args.tenant}", file=sys.stderr)
+        print(made.key)
+
+    async def listing(conn: Connection) -> None:
+        tenant = await keys.tenant_id(conn, args.tenant)
+        for key in await keys.listing(conn, tenant, include_revoked=True):
+            state = "revoked" if key.revoked_at else "active"
+            used = key.last_used_at.isoformat() if key.last_used_at else "never"
+            print(f"{key.prefix}\t{key.scope}\t{state}\t{key.name}\tlast used {used}")
+
+    async def revoke(conn: Connection) -> None:
+        tenant = await keys.tenant_id(conn, args.tenant)
+        await keys.revoke(conn, tenant, args.prefix, actor=CLI_ACTOR)
+        print(f"revoked {args.prefix}", file=sys.stderr)
+
+    _with_connection(url, {"create": create, "list": listing, "revoke": revoke}[args.action])
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="docnum", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("serve", help="run the HTTP service")
+    run.add_argument("--host")
+    run.add_argument("--port", type=int)
+    run.add_argument("--workers", type=int)
+    run.set_defaults(handler=serve)
+
+    commands.add_parser("migrate", help="apply database migrations").set_defaults(
+        handler=migrate_command
+    )
+
+    key = commands.add_parser("keys", help="manage API keys")
+    actions = key.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a key; prints the key alone on stdout")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--scope", choices=SCOPES, required=True)
+    create.add_argument("--name", default="")
+    listing = actions.add_parser("list", help="list a tenant's keys")
+    listing.add_argument("--tenant", required=True)
+    revoke = actions.add_parser("revoke", help="revoke a key by its prefix")
+    revoke.add_argument("--tenant", required=True)
+    revoke.add_argument("prefix")
+    key.set_defaults(handler=keys_command)
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        args.handler(get_settings(), args)
+    except (KeyNotFound, TenantNotFound) as error:
+        sys.exit(f"docnum: {error}")
+
+
+if __name__ == "__main__":
+    main()

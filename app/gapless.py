@@ -1,0 +1,167 @@
+"""Gapless issuing with group commit.
+
+A gapless number is handed out only after the transaction that advanced the counter and recorded
+the number has committed, so every value a client sees is durable and none is skipped. One
+transaction per number would serialise every caller on the counter row's lock and on one WAL
+flush each. Instead, requests for the same (series, period) that arrive while a transaction is in
+flight wait in a queue; the next transaction serves the whole queue with one counter update, one
+ledger insert and one commit. Values follow the order of arrival within the process. If that
+transaction fails, every request in it fails and none is given a number.
+"""
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from app import counters, idempotency
+from app.errors import Problem, SeriesExhausted
+from app.issued import Claim, Issued, Outcome, Replayed, Request
+from app.ledger import record_numbers
+
+# Bounds one transaction so a flood of requests cannot build an unbounded statement.
+MAX_VALUES_PER_TRANSACTION = 100_000
+
+
+@dataclass(eq=False)
+class _Waiter:
+    request: Request
+    future: asyncio.Future[Outcome] = field(default_factory=asyncio.Future)
+
+
+class _RenderFailed(Exception):
+    """One request's number could not be rendered; its group is retried without it."""
+
+    def __init__(self, waiter: _Waiter, problem: Problem) -> None:
+        self.waiter = waiter
+        self.problem = problem
+
+
+class GaplessIssuer:
+    def __init__(self, pool: asyncpg.Pool, idempotency_ttl_seconds: int) -> None:
+        self._pool = pool
+        self._ttl = idempotency_ttl_seconds
+        self._queues: dict[tuple[int, str], deque[_Waiter]] = {}
+
+    async def issue(self, request: Request) -> Outcome:
+        key = (request.series.id, request.period)
+        waiter = _Waiter(request)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = deque([waiter])
+            asyncio.get_running_loop().create_task(self._drain(key, queue))
+        else:
+            queue.append(waiter)
+        return await waiter.future
+
+    async def _drain(self, key: tuple[int, str], queue: deque[_Waiter]) -> None:
+        """Serve the queue group by group until it is empty, then let it go."""
+        try:
+            while queue:
+                group = _take_group(queue)
+                await self._serve(group)
+        finally:
+            del self._queues[key]
+            for waiter in queue:  # only reachable if the task itself was cancelled
+                if not waiter.future.done():
+                    waiter.future.cancel()
+
+    async def _serve(self, group: list[_Waiter]) -> None:
+        while group:
+            try:
+                outcomes = await self._transaction(group)
+            except _RenderFailed as failed:
+                failed.waiter.future.set_exception(failed.problem)
+                group.remove(failed.waiter)
+                continue
+            except _Exhausted:
+                if len(group) == 1:
+                    group[0].future.set_exception(
+                        SeriesExhausted("The series has reached its max_value.")
+                    )
+                    return
+                # Serve what still fits one request at a time.
+                for waiter in group:
+                    await self._serve([waiter])
+                return
+            except BaseException as error:
+                for waiter in group:
+                    if not waiter.future.done():
+                        waiter.future.set_exception(error)
+                if not isinstance(error, Exception):
+                    raise
+                return
+            for waiter, outcome in zip(group, outcomes, strict=True):
+                if not waiter.future.done():
+                    waiter.future.set_result(outcome)
+            return
+
+    async def _transaction(self, group: list[_Waiter]) -> list[Outcome]:
+        series = group[0].request.series
+        period = group[0].request.period
+        async with self._pool.acquire() as conn, conn.transaction():
+            claims = [w.request.claim for w in group if w.request.claim is not None]
+            won = await idempotency.claim(conn, series, claims, self._ttl) if claims else set()
+            fresh = [w for w in group if w.request.claim is None or w.request.claim.key in won]
+            total = sum(w.request.count for w in fresh)
+            issued: dict[int, Issued] = {}
+            if total:
+                last = await counters.advance(conn, series, period, total)
+                if last is None:
+                    raise _Exhausted
+                values = iter(counters.run(last, total, series.step))
+                for waiter in fresh:
+                    run = [next(values) for _ in range(waiter.request.count)]
+                    try:
+                        issued[id(waiter)] = waiter.request.render(run)
+                    except Problem as problem:
+                        raise _RenderFailed(waiter, problem) from None
+                await record_numbers(conn, series, period, list(issued.values()))
+                await idempotency.store(
+                    conn,
+                    series,
+                    [
+                        (w.request.claim, w.request.respond(issued[id(w)]))
+                        for w in fresh
+                        if w.request.claim
+                    ],
+                )
+            lost = [w.request.claim for w in group if w not in fresh and w.request.claim]
+            replays = await idempotency.replays(conn, series, lost) if lost else {}
+        return [
+            issued[id(w)] if id(w) in issued else _replay_of(w.request.claim, replays)
+            for w in group
+        ]
+
+
+class _Exhausted(Exception):
+    pass
+
+
+def _replay_of(claim: Claim | None, replays: dict[str, Replayed]) -> Replayed:
+    assert claim is not None
+    return replays[claim.key]
+
+
+def _take_group(queue: deque[_Waiter]) -> list[_Waiter]:
+    """The next group: waiters in arrival order, one per idempotency key, within the bound."""
+    group: list[_Waiter] = []
+    keys: set[str] = set()
+    total = 0
+    held: list[_Waiter] = []
+    while queue:
+        waiter = queue[0]
+        if group and total + waiter.request.count > MAX_VALUES_PER_TRANSACTION:
+            break
+        queue.popleft()
+        claim = waiter.request.claim
+        if claim is not None and claim.key in keys:
+            held.append(waiter)  # same key twice in flight: the later one replays the earlier
+            continue
+        if claim is not None:
+            keys.add(claim.key)
+        group.append(waiter)
+        total += waiter.request.count
+    queue.extendleft(reversed(held))
+    return group

@@ -1,0 +1,76 @@
+"""What an issuing request asks for and what it gets back, whatever the mode."""
+
+import datetime
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from app.errors import InvalidRequest
+from app.formatting import NumberTooLong, VariableError
+from app.series import Series
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An Idempotency-Key, scoped to its tenant and series, and the hash of the request body."""
+
+    key: str
+    request_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    series: str
+    period: str
+    date: datetime.date
+    issued_at: datetime.datetime
+    values: list[int]
+    numbers: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """The stored answer to an earlier request with the same Idempotency-Key."""
+
+    request_hash: bytes
+    status: int | None  # None: the first request has not finished (it is still in flight)
+    body: bytes | None
+
+
+Outcome = Issued | Replayed
+Respond = Callable[[Issued], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    series: Series
+    period: str
+    date: datetime.date
+    count: int
+    variables: Mapping[str, str]
+    claim: Claim | None
+    # Builds the response body; for an idempotent request the same bytes are stored for replays.
+    respond: Respond
+
+    def render(self, values: list[int]) -> Issued:
+        template = self.series.template
+        try:
+            numbers = [
+                template.render(
+                    value,
+                    date=self.date,
+                    series=self.series.name,
+                    variables=self.variables,
+                    fiscal_year_start=self.series.fiscal_year_start,
+                )
+                for value in values
+            ]
+        except (VariableError, NumberTooLong) as error:
+            raise InvalidRequest(str(error)) from None
+        return Issued(
+            series=self.series.name,
+            period=self.period,
+            date=self.date,
+            issued_at=datetime.datetime.now(datetime.UTC),
+            values=values,
+            numbers=numbers,
+        )

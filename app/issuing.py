@@ -1,0 +1,127 @@
+"""The one entry point for issuing numbers, whatever the series' mode.
+
+It resolves the document date and period, checks what does not depend on the value (archived,
+variables, batch size), dispatches to the mode, and applies idempotency: a request whose key
+was already answered gets that answer back, byte for byte, and costs no number.
+"""
+
+import datetime
+from dataclasses import dataclass
+
+import asyncpg
+
+from app import idempotency
+from app.blocks import BlockIssuer
+from app.database import Connection
+from app.errors import (
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    SeriesArchived,
+    field_error,
+)
+from app.gapless import GaplessIssuer
+from app.issued import Claim, Issued, Outcome, Replayed, Request, Respond
+from app.ledger import record_numbers
+from app.periods import period_key, today_in
+from app.sequences import SequenceIssuer
+from app.series import Series
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What goes back to the client: the stored bytes on a replay, fresh ones otherwise."""
+
+    status: int
+    body: bytes
+    replayed: bool
+    issued: Issued | None
+
+
+def document_date(series: Series, date: datetime.date | None) -> datetime.date:
+    return date or today_in(series.timezone, datetime.datetime.now(datetime.UTC))
+
+
+class Issuer:
+    def __init__(self, pool: asyncpg.Pool, *, idempotency_ttl_seconds: int) -> None:
+        self._pool = pool
+        self._ttl = idempotency_ttl_seconds
+        self.gapless = GaplessIssuer(pool, idempotency_ttl_seconds)
+        self.blocks = BlockIssuer(pool)
+        self.sequences = SequenceIssuer()
+
+    def request(
+        self,
+        series: Series,
+        *,
+        count: int,
+        date: datetime.date | None,
+        variables: dict[str, str],
+        claim: Claim | None,
+        respond: Respond,
+    ) -> Request:
+        if series.archived_at is not None:
+            raise SeriesArchived(f"Series {series.name!r} is archived and issues no numbers.")
+        missing = sorted(series.template.variables - variables.keys())
+        if missing:
+            raise field_error("variables", f"missing {', '.join(missing)}")
+        day = document_date(series, date)
+        period = period_key(series.reset, day, series.fiscal_year_start)
+        return Request(series, period, day, count, variables, claim, respond)
+
+    async def issue(self, request: Request) -> Answer:
+        outcome = await self._dispatch(request)
+        if isinstance(outcome, Replayed):
+            return _replay(request, outcome)
+        return Answer(201, request.respond(outcome), False, outcome)
+
+    async def _dispatch(self, request: Request) -> Outcome:
+        mode = request.series.mode
+        if mode == "gapless":
+            return await self.gapless.issue(request)
+        if request.claim is None and mode == "cached" and not request.series.ledger:
+            return request.render(
+                await self.blocks.take(request.series, request.period, request.count)
+            )
+        async with self._pool.acquire() as conn:
+            if request.claim is None:
+                return await self._take_and_record(conn, request)
+            async with conn.transaction():
+                series, claim = request.series, request.claim
+                if not await idempotency.claim(conn, series, [claim], self._ttl):
+                    return (await idempotency.replays(conn, series, [claim]))[claim.key]
+                issued = await self._take_and_record(conn, request)
+                await idempotency.store(conn, series, [(claim, request.respond(issued))])
+                return issued
+
+    async def _take_and_record(self, conn: Connection, request: Request) -> Issued:
+        series, period, count = request.series, request.period, request.count
+        if series.mode == "sequence":
+            values = await self.sequences.take(conn, series, period, count)
+        else:
+            values = await self.blocks.take(series, period, count)
+        issued = request.render(values)
+        if series.ledger:
+            await record_numbers(conn, series, period, [issued])
+        return issued
+
+    async def close(self) -> None:
+        await self.blocks.close()
+
+
+def _replay(request: Request, stored: Replayed) -> Answer:
+    assert request.claim is not None
+    if stored.request_hash != request.claim.request_hash:
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was used for a different request; use a new key."
+        )
+    if stored.status is None or stored.body is None:
+        raise IdempotencyKeyInFlight(
+            "The first request with this key has not finished; retry shortly.",
+            headers={"Retry-After": "1"},
+        )
+    return Answer(stored.status, stored.body, True, None)
+
+
+def check_count(count: int, maximum: int) -> None:
+    if count > maximum:
+        raise field_error("count", f"must be at most {maximum}")

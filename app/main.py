@@ -1,0 +1,45 @@
+"""The FastAPI application: routes, error mapping, guards and the lifespan that owns resources."""
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.errors import install_problem_handlers
+from app.middleware import GuardMiddleware
+from app.routes import health, keys, numbers, series
+from app.services import running
+from app.settings import Settings, get_settings
+
+DESCRIPTION = """
+Unique, formatted, sequential document numbers (`INV-2026-000123`) for any application that
+speaks HTTP. Authenticate with `Authorization: Bearer <key>`; errors are
+`application/problem+json` (RFC 9457) with a stable `type`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with running(settings) as services:
+            app.state.services = services
+            yield
+
+    app = FastAPI(
+        title="Docnum",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(
+        GuardMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_concurrent=settings.max_concurrent_requests,
+    )
+    for module in (health, series, numbers, keys):
+        app.include_router(module.router)
+    return app

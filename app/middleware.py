@@ -1,0 +1,80 @@
+"""Guards in front of every route, as plain ASGI so they cost almost nothing per request.
+
+- A process serves at most ``max_concurrent_requests`` at once; more get a 503 with
+  ``Retry-After`` at once instead of queueing without bound.
+- A request body larger than ``max_body_bytes`` gets a 413, whether or not it declared its size.
+- The JSON API accepts only JSON bodies (415 otherwise); the portal's forms are exempt.
+"""
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import Overloaded, PayloadTooLarge, Problem, UnsupportedMediaType, problem_response
+
+FORM_PREFIXES = ("/admin",)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class GuardMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_concurrent: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_concurrent = max_concurrent
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        problem = self._refuse(scope)
+        if problem is not None:
+            await problem_response(problem, scope["path"])(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    def _refuse(self, scope: Scope) -> Problem | None:
+        if self.in_flight >= self.max_concurrent:
+            return Overloaded(f"More than {self.max_concurrent} requests in progress; retry.")
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            return PayloadTooLarge(f"The body is larger than {self.max_body_bytes} bytes.")
+        has_body = (length is not None and length != b"0") or b"transfer-encoding" in headers
+        if has_body and scope["method"] in ("POST", "PUT", "PATCH"):
+            media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            is_json = media_type == b"application/json" or media_type.endswith(b"+json")
+            if not is_json and not scope["path"].startswith(FORM_PREFIXES):
+                return UnsupportedMediaType("Send the body as application/json.")
+        return None
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if started:
+                raise
+            too_large = PayloadTooLarge(f"The body is larger than {self.max_body_bytes} bytes.")
+            await problem_response(too_large, scope["path"])(scope, receive, send)

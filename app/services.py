@@ -1,0 +1,69 @@
+"""Everything one process of the service holds for its lifetime, built in the app's lifespan."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+
+from app import idempotency
+from app.auth import Authenticator
+from app.catalog import SeriesCatalog
+from app.database import create_pool, database_url
+from app.issuing import Issuer
+from app.migrate import migrate
+from app.settings import Settings
+
+logger = logging.getLogger("docnum.services")
+
+PRUNE_EVERY_SECONDS = 300.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    pool: asyncpg.Pool
+    catalog: SeriesCatalog
+    issuer: Issuer
+    auth: Authenticator
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Services]:
+    url = database_url(settings)
+    pool = await create_pool(url, settings)
+    try:
+        async with pool.acquire() as conn:
+            applied = await migrate(conn)
+        if applied:
+            logger.info("applied migrations: %s", ", ".join(applied))
+        services = Services(
+            settings=settings,
+            pool=pool,
+            catalog=SeriesCatalog(pool, url),
+            issuer=Issuer(pool, idempotency_ttl_seconds=settings.idempotency_ttl_seconds),
+            auth=Authenticator(pool, settings.auth_cache_seconds),
+        )
+        await services.catalog.start()
+        pruner = asyncio.create_task(_prune_forever(pool, settings.idempotency_ttl_seconds))
+        try:
+            yield services
+        finally:
+            pruner.cancel()
+            await services.issuer.close()
+            await services.catalog.stop()
+    finally:
+        await pool.close()
+
+
+async def _prune_forever(pool: asyncpg.Pool, ttl_seconds: int) -> None:
+    while True:
+        await asyncio.sleep(PRUNE_EVERY_SECONDS)
+        try:
+            removed = await idempotency.prune(pool, ttl_seconds)
+        except (OSError, asyncpg.PostgresError) as error:
+            logger.warning("could not prune idempotency keys: %s", error)
+        else:
+            logger.debug("pruned %d expired idempotency keys", removed)

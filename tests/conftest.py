@@ -1,0 +1,107 @@
+"""Fixtures: a real PostgreSQL with a fresh database per test run, the app over ASGI, and real
+``docnum serve`` processes.
+
+The database is the embedded PostgreSQL (started under ``.docnum/test-postgres``) unless
+``TEST_DATABASE_URL`` names another server. Each run (each xdist worker) creates its own database
+and drops it at the end; each test makes its own tenant, so tests never see each other's data.
+"""
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from app import keys
+from app.main import create_app
+from app.settings import Settings
+from tests.support import Tenant, run_async
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def server_url() -> str:
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        return configured
+    from app.database import start_embedded
+
+    return start_embedded(ROOT / ".docnum" / "test")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A database of its own for this run, migrated by the first app that starts on it."""
+    server = server_url()
+    name = f"docnum_test_{secrets.token_hex(6)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(server)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    run_async(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield with_database(server, name)
+    finally:
+        run_async(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path_factory.mktemp("data"),
+        demo=False,
+        auth_cache_seconds=0.5,
+    )
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[object]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def pool(app: object) -> asyncpg.Pool:
+    return app.state.services.pool  # type: ignore[attr-defined, no-any-return]
+
+
+@pytest.fixture
+async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://docnum.test") as client:
+        yield client
+
+
+@pytest.fixture
+async def tenant(pool: asyncpg.Pool) -> Tenant:
+    """A fresh tenant with an admin key and an issue key, so tests never share data."""
+    return await make_tenant(pool)
+
+
+async def make_tenant(pool: asyncpg.Pool) -> Tenant:
+    name = f"t-{secrets.token_hex(4)}"
+    async with pool.acquire() as conn:
+        tenant_id = await keys.ensure_tenant(conn, name)
+        admin = await keys.create(conn, tenant_id, "admin", "test admin", actor="tests")
+        issuer = await keys.create(conn, tenant_id, "issue", "test issuer", actor="tests")
+    return Tenant(name=name, id=tenant_id, admin_key=admin.key, issue_key=issuer.key)
+
+
+@pytest.fixture
+async def other_tenant(pool: asyncpg.Pool) -> Tenant:
+    return await make_tenant(pool)

@@ -1,0 +1,527 @@
+import datetime
+from collections.abc import Mapping
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from app.formatting import (
+    DATE_TOKENS,
+    MAX_NUMBER_LENGTH,
+    MAX_TEMPLATE_LENGTH,
+    DatePart,
+    NumberTooLong,
+    Seq,
+    SeriesName,
+    Template,
+    TemplateError,
+    Variable,
+    VariableError,
+    check_template,
+    parse_template,
+)
+from app.periods import Reset, period_key
+
+DAY = datetime.date(2026, 3, 5)
+
+
+def render(
+    source: str,
+    value: int = 42,
+    *,
+    date: datetime.date = DAY,
+    series: str = "INV",
+    variables: Mapping[str, str] | None = None,
+    fiscal_year_start: int = 1,
+) -> str:
+    return parse_template(source).render(
+        value,
+        date=date,
+        series=series,
+        variables=variables,
+        fiscal_year_start=fiscal_year_start,
+    )
+
+
+# Tokens
+
+
+def test_every_token() -> None:
+    source = "{series}/{YYYY}/{YY}/{MM}/{DD}/Q{Q}/FY{FY}/{var:dept}/{seq}"
+    number = render(source, variables={"dept": "sales"}, fiscal_year_start=4)
+    assert number == "INV/2026/26/03/05/Q1/FY2025/sales/42"
+
+
+def test_literal_text_is_copied() -> None:
+    assert render("INV-{YYYY}-{seq:06}") == "INV-2026-000042"
+    assert render("{seq}") == "42"
+    assert render("Nº {seq} ✓") == "Nº 42 ✓"
+
+
+@pytest.mark.parametrize(
+    ("year", "expected"), [(2026, "26"), (2000, "00"), (2009, "09"), (33, "33")]
+)
+def test_two_digit_year(year: int, expected: str) -> None:
+    assert render("{YY}{seq}", 1, date=datetime.date(year, 6, 1)) == f"{expected}1"
+
+
+def test_four_digit_year_is_zero_padded() -> None:
+    assert render("{YYYY}-{seq}", date=datetime.date(33, 1, 1)) == "0033-42"
+
+
+def test_month_and_day_are_two_digits() -> None:
+    assert render("{MM}{DD}-{seq}", date=datetime.date(2026, 1, 9)) == "0109-42"
+    assert render("{MM}{DD}-{seq}", date=datetime.date(2026, 12, 31)) == "1231-42"
+
+
+@pytest.mark.parametrize(
+    ("month", "quarter"),
+    [(1, "1"), (3, "1"), (4, "2"), (6, "2"), (7, "3"), (9, "3"), (10, "4"), (12, "4")],
+)
+def test_quarter(month: int, quarter: str) -> None:
+    assert render("{Q}-{seq}", date=datetime.date(2026, month, 1)) == f"{quarter}-42"
+
+
+@pytest.mark.parametrize(
+    ("day", "start", "label"),
+    [
+        (datetime.date(2026, 3, 31), 4, "2025"),
+        (datetime.date(2026, 4, 1), 4, "2026"),
+        (datetime.date(2026, 1, 1), 1, "2026"),
+        (datetime.date(2026, 12, 31), 1, "2026"),
+    ],
+)
+def test_fiscal_year(day: datetime.date, start: int, label: str) -> None:
+    assert render("{FY}-{seq}", date=day, fiscal_year_start=start) == f"{label}-42"
+
+
+def test_series_is_inserted_as_is() -> None:
+    assert render("{series}-{seq}", series="PO") == "PO-42"
+
+
+def test_parts_and_variables() -> None:
+    template = parse_template("INV-{YYYY}-{var:dept}-{seq:06}{{{series}")
+    assert template.parts == (
+        "INV-",
+        DatePart("YYYY"),
+        "-",
+        Variable("dept"),
+        "-",
+        Seq(pad=6),
+        "{",
+        SeriesName(),
+    )
+    assert template.variables == {"dept"}
+
+
+def test_uses_lists_date_tokens_only() -> None:
+    assert parse_template("{seq}").uses() == frozenset()
+    assert parse_template("{series}{var:x}{YY}{FY}{seq}").uses() == {"YY", "FY"}
+    every = "".join(f"{{{name}}}" for name in DATE_TOKENS)
+    assert parse_template(every + "{seq}").uses() == set(DATE_TOKENS)
+
+
+# Padding
+
+
+@pytest.mark.parametrize(
+    ("source", "value", "expected"),
+    [
+        ("{seq:06}", 42, "000042"),
+        ("{seq:06}", 0, "000000"),
+        ("{seq:06}", 123456, "123456"),
+        ("{seq:06}", 1234567, "1234567"),
+        ("{seq:01}", 7, "7"),
+        ("{seq:020}", 1, "00000000000000000001"),
+        ("{seq}", 0, "0"),
+        ("{seq}", 2**63 - 1, "9223372036854775807"),
+    ],
+)
+def test_padding(source: str, value: int, expected: str) -> None:
+    assert render(source, value) == expected
+
+
+# Braces
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{{seq}}}", "{42}"),
+        ("a}}b{{c-{seq}", "a}b{c-42"),
+        ("{{seq}}-{seq}", "{seq}-42"),
+        ("{seq}}}}}", "42}}"),
+    ],
+)
+def test_doubled_braces_are_literal(source: str, expected: str) -> None:
+    assert render(source) == expected
+    assert str(parse_template(source)) == source
+
+
+# Parse errors
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{foo}-{seq}", "unknown token '{foo}' at position 0"),
+        ("{seq}-{yyyy}", "unknown token '{yyyy}' at position 6"),
+        ("{ seq }", "unknown token '{ seq }' at position 0"),
+        ("{seq}{}", "unknown token '{}' at position 5"),
+        ("{seq:abc}", "invalid padding in '{seq:abc}' at position 0"),
+        ("{seq:0}", "invalid padding in '{seq:0}'"),
+        ("{seq:00}", "invalid padding in '{seq:00}'"),
+        ("{seq:6}", "invalid padding in '{seq:6}'"),
+        ("{seq:006}", "invalid padding in '{seq:006}'"),
+        ("{seq:021}", "invalid padding in '{seq:021}'"),
+        ("{seq:0-1}", "invalid padding in '{seq:0-1}'"),
+        ("{seq:0\u0663}", "invalid padding"),
+        ("{seq:}", "invalid padding in '{seq:}'"),
+        ("x{var:}{seq}", "invalid variable name in '{var:}' at position 1"),
+        ("{var:two words}{seq}", "invalid variable name in '{var:two words}'"),
+        ("{var:dépt}{seq}", "invalid variable name"),
+        ("{var:" + "a" * 33 + "}{seq}", "invalid variable name"),
+        ("INV-{seq", "unclosed '{' at position 4"),
+        ("{seq}-{", "unclosed '{' at position 6"),
+        ("{se{q}", "unclosed '{' at position 0"),
+        ("INV}-{seq}", "unmatched '}' at position 3"),
+        ("{seq}}", "unmatched '}' at position 5"),
+        ("{{seq}", "unmatched '}' at position 5"),
+        ("", "the template needs a {seq} token"),
+        ("INV-{YYYY}", "the template needs a {seq} token"),
+        ("{{seq}}", "the template needs a {seq} token"),
+        ("{seq}-{seq:06}", "second {seq} token at position 6"),
+        ("{seq:03}{seq}{seq}", "second {seq} token at position 8"),
+    ],
+)
+def test_parse_errors(source: str, message: str) -> None:
+    with pytest.raises(TemplateError) as caught:
+        parse_template(source)
+    assert message in str(caught.value)
+
+
+def test_template_error_is_a_value_error() -> None:
+    assert issubclass(TemplateError, ValueError)
+    assert issubclass(VariableError, ValueError)
+    assert issubclass(NumberTooLong, ValueError)
+
+
+def test_source_length_limit() -> None:
+    at_limit = "{seq}" + "x" * (MAX_TEMPLATE_LENGTH - len("{seq}"))
+    assert parse_template(at_limit).source == at_limit
+    with pytest.raises(TemplateError, match="201 characters long; the limit is 200"):
+        parse_template(at_limit + "x")
+
+
+# Variables at render time
+
+
+def test_variables_are_substituted() -> None:
+    number = render("{var:dept}-{var:site}-{seq}", variables={"dept": "A_1", "site": "b-2"})
+    assert number == "A_1-b-2-42"
+
+
+def test_extra_variables_are_ignored() -> None:
+    assert render("{var:dept}-{seq}", variables={"dept": "x", "unused": "bad value!"}) == "x-42"
+    assert render("{seq}", variables={"unused": ""}) == "42"
+
+
+@pytest.mark.parametrize("variables", [None, {}, {"site": "x"}])
+def test_missing_variable(variables: Mapping[str, str] | None) -> None:
+    with pytest.raises(VariableError, match="missing variable 'dept'"):
+        render("{var:dept}-{seq}", variables=variables)
+
+
+@pytest.mark.parametrize("value", ["", "two words", "a" * 33, "dépt", "x\n", "a/b", "{seq}"])
+def test_invalid_variable_value(value: str) -> None:
+    with pytest.raises(VariableError, match="variable 'dept' must be"):
+        render("{var:dept}-{seq}", variables={"dept": value})
+
+
+def test_variable_errors_do_not_echo_the_value() -> None:
+    with pytest.raises(VariableError) as caught:
+        render("{var:dept}-{seq}", variables={"dept": "<script>"})
+    assert "script" not in str(caught.value)
+
+
+def test_longest_variable_value_is_accepted() -> None:
+    assert render("{var:dept}{seq}", variables={"dept": "a" * 32}) == "a" * 32 + "42"
+
+
+# Rendering limits
+
+
+def test_number_too_long() -> None:
+    template = parse_template("{var:a}{var:b}{seq}")
+    longest = {"a": "a" * 32, "b": "b" * 31}
+    assert len(template.render(1, date=DAY, series="S", variables=longest)) == MAX_NUMBER_LENGTH
+    with pytest.raises(NumberTooLong, match="65 characters long; the limit is 64"):
+        template.render(10, date=DAY, series="S", variables=longest)
+
+
+def test_negative_value_is_rejected() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        render("{seq}", -1)
+
+
+@pytest.mark.parametrize("start", [0, 13])
+def test_fiscal_year_start_must_be_a_month(start: int) -> None:
+    with pytest.raises(ValueError, match="month"):
+        render("{seq}", fiscal_year_start=start)
+
+
+# check_template: counter periods
+
+
+@pytest.mark.parametrize(
+    ("source", "reset", "start"),
+    [
+        ("{seq}", "never", 1),
+        ("{seq}", "never", 4),
+        ("{YYYY}-{seq}", "yearly", 1),
+        ("{YY}-{seq}", "yearly", 1),
+        ("{FY}-{seq}", "yearly", 1),
+        ("{FY}-{seq}", "yearly", 4),
+        ("{YYYY}-{FY}-{seq}", "yearly", 4),
+        ("{YYYY}{MM}-{seq}", "monthly", 1),
+        ("{YY}{MM}-{seq}", "monthly", 4),
+        ("{YYYY}{MM}{DD}-{seq}", "daily", 1),
+        ("{DD}.{MM}.{YY}-{seq}", "daily", 7),
+        ("{YYYY}{MM}{DD}-{seq}", "yearly", 1),
+    ],
+)
+def test_templates_that_tell_periods_apart(source: str, reset: str, start: int) -> None:
+    check_template(
+        parse_template(source), reset=reset, fiscal_year_start=start, series="S", max_value=None
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "reset", "start", "message"),
+    [
+        ("{seq}", "yearly", 1, "a yearly reset needs {YYYY}, {YY} or {FY}"),
+        ("{MM}{DD}{Q}-{seq}", "yearly", 1, "a yearly reset needs"),
+        ("{YYYY}-{seq}", "yearly", 4, "fiscal year starting in month 4 needs {FY}"),
+        ("{YY}-{seq}", "yearly", 12, "fiscal year starting in month 12 needs {FY}"),
+        ("{YYYY}-{seq}", "monthly", 1, "a monthly reset needs"),
+        ("{MM}-{seq}", "monthly", 1, "a monthly reset needs"),
+        ("{FY}{MM}-{seq}", "monthly", 1, "a monthly reset needs"),
+        ("{YYYY}{Q}-{seq}", "monthly", 1, "a monthly reset needs"),
+        ("{YYYY}{MM}-{seq}", "daily", 1, "a daily reset needs"),
+        ("{YYYY}{DD}-{seq}", "daily", 1, "a daily reset needs"),
+        ("{MM}{DD}-{seq}", "daily", 1, "a daily reset needs"),
+    ],
+)
+def test_templates_that_could_repeat_across_periods(
+    source: str, reset: str, start: int, message: str
+) -> None:
+    with pytest.raises(TemplateError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        check_template(
+            parse_template(source), reset=reset, fiscal_year_start=start, series="S", max_value=None
+        )
+
+
+# check_template: length
+
+
+def fits(source: str, *, series: str = "S", max_value: int | None = None) -> bool:
+    try:
+        check_template(
+            parse_template(source),
+            reset="never",
+            fiscal_year_start=1,
+            series=series,
+            max_value=max_value,
+        )
+    except TemplateError:
+        return False
+    return True
+
+
+def test_unbounded_counter_counts_as_19_digits() -> None:
+    assert fits("x" * 45 + "{seq}")
+    assert not fits("x" * 46 + "{seq}")
+
+
+def test_max_value_bounds_the_counter_width() -> None:
+    assert fits("x" * 58 + "{seq}", max_value=999_999)
+    assert not fits("x" * 59 + "{seq}", max_value=999_999)
+
+
+def test_padding_wider_than_the_counter_counts() -> None:
+    assert fits("x" * 44 + "{seq:020}", max_value=9)
+    assert not fits("x" * 45 + "{seq:020}", max_value=9)
+
+
+def test_series_name_counts() -> None:
+    assert fits("{series}{seq}", series="S" * 45)
+    assert not fits("{series}{seq}", series="S" * 46)
+
+
+def test_variables_count_as_one_character() -> None:
+    assert fits("x" * 44 + "{var:a}{seq}")
+    assert not fits("x" * 45 + "{var:a}{seq}")
+
+
+def test_date_tokens_count_at_full_width() -> None:
+    every = "{YYYY}{YY}{MM}{DD}{Q}{FY}"  # 4 + 2 + 2 + 2 + 1 + 4 = 15
+    assert fits("x" * 30 + every + "{seq}")
+    assert not fits("x" * 31 + every + "{seq}")
+
+
+def test_too_long_message() -> None:
+    with pytest.raises(TemplateError, match="can be 65 characters long; the limit is 64"):
+        check_template(
+            parse_template("x" * 46 + "{seq}"),
+            reset="never",
+            fiscal_year_start=1,
+            series="S",
+            max_value=None,
+        )
+
+
+@pytest.mark.parametrize(
+    ("reset", "start", "max_value"),
+    [("weekly", 1, None), ("never", 0, None), ("never", 13, None), ("never", 1, -1)],
+)
+def test_invalid_series_settings(reset: str, start: int, max_value: int | None) -> None:
+    with pytest.raises(ValueError) as caught:
+        check_template(
+            parse_template("{seq}"),
+            reset=reset,
+            fiscal_year_start=start,
+            series="S",
+            max_value=max_value,
+        )
+    assert not isinstance(caught.value, TemplateError)
+
+
+# Properties
+
+
+def escape(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+names = st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True)
+literals = st.text(max_size=12).map(escape)
+seq_tokens = st.one_of(
+    st.just("{seq}"), st.integers(min_value=1, max_value=20).map(lambda n: f"{{seq:0{n}}}")
+)
+other_tokens = st.one_of(
+    st.sampled_from([f"{{{name}}}" for name in DATE_TOKENS] + ["{series}"]),
+    names.map(lambda name: f"{{var:{name}}}"),
+)
+
+
+@st.composite
+def sources(draw: st.DrawFn, max_pieces: int = 8) -> str:
+    pieces = draw(st.lists(st.one_of(literals, other_tokens), max_size=max_pieces))
+    pieces.insert(draw(st.integers(min_value=0, max_value=len(pieces))), draw(seq_tokens))
+    source = "".join(pieces)
+    assume(len(source) <= MAX_TEMPLATE_LENGTH)
+    return source
+
+
+def some_variables(template: Template) -> dict[str, str]:
+    return {name: "v" for name in template.variables}
+
+
+@given(sources())
+def test_parse_of_str_round_trips(source: str) -> None:
+    template = parse_template(source)
+    assert str(template) == source
+    assert parse_template(str(template)) == template
+
+
+@given(st.text(max_size=MAX_TEMPLATE_LENGTH + 10))
+def test_any_text_parses_or_raises_template_error(source: str) -> None:
+    try:
+        template = parse_template(source)
+    except TemplateError:
+        return
+    assert str(template) == source
+
+
+@given(
+    sources(),
+    st.integers(min_value=0, max_value=2**63 - 1),
+    st.integers(min_value=0, max_value=2**63 - 1),
+    st.dates(),
+    st.integers(min_value=1, max_value=12),
+)
+def test_distinct_values_render_distinct_numbers(
+    source: str, a: int, b: int, day: datetime.date, start: int
+) -> None:
+    assume(a != b)
+    template = parse_template(source)
+
+    def number(value: int) -> str:
+        return template.render(
+            value,
+            date=day,
+            series="S",
+            variables=some_variables(template),
+            fiscal_year_start=start,
+        )
+
+    try:
+        assert number(a) != number(b)
+    except NumberTooLong:
+        assume(False)
+
+
+@given(st.integers(min_value=1, max_value=20), st.integers(min_value=0, max_value=2**63 - 1))
+def test_padding_width(width: int, value: int) -> None:
+    digits = render(f"{{seq:0{width}}}", value)
+    assert len(digits) == max(width, len(str(value)))
+    assert digits.isdigit()
+    assert int(digits) == value
+
+
+# {YY} repeats every hundred years, so the guarantee only covers one century.
+century = st.dates(min_value=datetime.date(2000, 1, 1), max_value=datetime.date(2099, 12, 31))
+
+
+@st.composite
+def series_settings(draw: st.DrawFn) -> tuple[Template, Reset, int]:
+    reset: Reset = draw(st.sampled_from(["yearly", "monthly", "daily"]))
+    start = draw(st.integers(min_value=1, max_value=12))
+    extra = draw(st.permutations(DATE_TOKENS))[: draw(st.integers(min_value=1, max_value=6))]
+    source = draw(sources(max_pieces=3)) + "".join(f"{{{name}}}" for name in extra)
+    assume(len(source) <= MAX_TEMPLATE_LENGTH)
+    return parse_template(source), reset, start
+
+
+@settings(max_examples=300)
+@given(
+    series_settings(),
+    century,
+    st.integers(min_value=-400, max_value=400),
+    st.integers(min_value=0, max_value=2**63 - 1),
+    st.integers(min_value=0, max_value=2**63 - 1),
+)
+def test_checked_templates_never_repeat_across_periods(
+    series: tuple[Template, Reset, int], a: datetime.date, days_apart: int, x: int, y: int
+) -> None:
+    template, reset, start = series
+    try:
+        check_template(template, reset=reset, fiscal_year_start=start, series="S", max_value=None)
+    except TemplateError:
+        return  # rejected templates promise nothing
+    # Nearby dates are where periods are easiest to confuse: adjacent months,
+    # days, or fiscal years within one calendar year.
+    b = a + datetime.timedelta(days=days_apart)
+    if b.year >= 2100 or period_key(reset, a, start) == period_key(reset, b, start):
+        return
+
+    def number(value: int, day: datetime.date) -> str:
+        return template.render(
+            value, date=day, series="S", variables=some_variables(template), fiscal_year_start=start
+        )
+
+    try:
+        assert number(x, a) != number(x, b)
+        assert number(x, a) != number(y, b)
+    except NumberTooLong:
+        return

@@ -4,12 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check-tests bench bench-quick clean
+.PHONY: run test browser lint check-tests clean
 
 run: $(STAMP)
 	$(BIN)/docnum serve
 
-test: $(STAMP) lint check-tests
+test: $(STAMP) browser lint check-tests
+
+# Browser tests drive Debian's Chromium; Playwright cannot download its own browser here.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -62,6 +62,12 @@ _LEXEME = re.compile(
     r"|(?P<text>[^{}]+)"
 )
 
+# Unicode category Cc: C0 controls, DEL and C1 controls. Such characters are invisible or
+# reshape the text around them, and PostgreSQL cannot even store NUL.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+_DIGITS = frozenset("0123456789")
+
 _KNOWN_TOKENS = "{seq}, {seq:0N}, {YYYY}, {YY}, {MM}, {DD}, {Q}, {FY}, {series} or {var:NAME}"
 
 
@@ -203,8 +209,9 @@ class Template:
 def parse_template(source: str) -> Template:
     """Parse and validate a template source.
 
-    Raises TemplateError for any source that could not render a number: the
-    message names the problem and, where there is one, its 0-based position.
+    Raises TemplateError for any source that could not render a number, or
+    whose literal text holds a control character: the message names the
+    problem and, where there is one, its 0-based position.
     Templates that parse may still be unsuitable for a given series; see
     check_template().
     """
@@ -218,6 +225,12 @@ def parse_template(source: str) -> Template:
     for lexeme in _LEXEME.finditer(source):
         position = lexeme.start()
         if lexeme["text"] is not None:
+            control = _CONTROL.search(lexeme["text"])
+            if control is not None:
+                raise TemplateError(
+                    f"control character U+{ord(control[0]):04X} at position "
+                    f"{position + control.start()}; literal text must be printable"
+                )
             text.append(lexeme["text"])
         elif lexeme["escaped"] is not None:
             text.append(lexeme["escaped"][0])
@@ -261,14 +274,21 @@ def check_template(
     """Check that `template` suits a series with these settings.
 
     Raises TemplateError when numbers from two different counter periods could
-    be identical (the counter restarts, so the date must tell them apart), or
+    be identical (the counter restarts, so the date must tell them apart), when
+    a {var:NAME} token and {seq} are not separated by literal text holding a
+    non-digit (with "{var:a}{seq}", a="1" and 23 read like a="12" and 3), or
     when the fixed part of a number is already too long: the longest counter
     value (`max_value`, or the largest 64-bit value when unbounded) with every
     variable at a single character must fit in MAX_NUMBER_LENGTH.
 
     A template that passes gives distinct numbers for distinct (period, value)
     pairs with the same variables, all date tokens having a fixed width. {YY}
-    counts as a year, so that guarantee holds within a century.
+    counts as a year, so that guarantee holds within a century. When every
+    variable sits on the same side of {seq}, distinct values give distinct
+    numbers whatever the variables and dates: the separator's last (or first)
+    non-digit marks where the counter's digits begin (or end). Variables on
+    both sides can still combine into one number ("{var:a}-{seq}-{var:b}" with
+    a="x-1", 2, b="y" and a="x", 1, b="2-y"); the ledger refuses the second.
 
     Raises ValueError for an unknown reset, a fiscal_year_start that is not a
     month or a negative max_value; callers validate those beforehand.
@@ -306,12 +326,27 @@ def check_template(
             "or numbers from different days could repeat"
         )
 
+    _check_separated(template)
     longest = _longest_rendering(template, series=series, max_value=max_value)
     if longest > MAX_NUMBER_LENGTH:
         raise TemplateError(
             f"numbers from this template can be {longest} characters long; "
             f"the limit is {MAX_NUMBER_LENGTH}"
         )
+
+
+def _check_separated(template: Template) -> None:
+    """Every variable needs a non-digit in the literal text between it and {seq}."""
+    seq_at = next(i for i, part in enumerate(template.parts) if isinstance(part, Seq))
+    for at, part in enumerate(template.parts):
+        if not isinstance(part, Variable):
+            continue
+        between = template.parts[min(at, seq_at) + 1 : max(at, seq_at)]
+        if not any(isinstance(piece, str) and set(piece) - _DIGITS for piece in between):
+            raise TemplateError(
+                f"{part} and {template.parts[seq_at]} need literal text with a non-digit "
+                f"between them (such as '-'), or different values could read the same"
+            )
 
 
 def _parse_token(body: str, position: int) -> Token:

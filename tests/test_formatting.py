@@ -1,4 +1,5 @@
 import datetime
+import itertools
 from collections.abc import Mapping
 
 import pytest
@@ -200,6 +201,28 @@ def test_parse_errors(source: str, message: str) -> None:
     assert message in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("source", "character", "position"),
+    [
+        ("INV\x00{seq}", "U+0000", 3),
+        ("{seq}\n", "U+000A", 5),
+        ("a\tb-{seq}", "U+0009", 1),
+        ("{YYYY}-x\x1b[31m-{seq}", "U+001B", 8),
+        ("{seq}\x7f", "U+007F", 5),
+        ("{seq}-\x85", "U+0085", 6),
+        ("{seq}{{\x9f}}", "U+009F", 7),
+    ],
+)
+def test_control_characters_in_literal_text(source: str, character: str, position: int) -> None:
+    with pytest.raises(TemplateError) as caught:
+        parse_template(source)
+    assert f"control character {character} at position {position}" in str(caught.value)
+
+
+def test_printable_text_beyond_ascii_is_literal() -> None:
+    assert render("Nº\u00a0{seq}\u2009✓") == "Nº\u00a042\u2009✓"
+
+
 def test_template_error_is_a_value_error() -> None:
     assert issubclass(TemplateError, ValueError)
     assert issubclass(VariableError, ValueError)
@@ -321,6 +344,62 @@ def test_templates_that_could_repeat_across_periods(
         )
 
 
+# check_template: variables next to the counter
+
+
+def check(source: str) -> None:
+    check_template(
+        parse_template(source), reset="never", fiscal_year_start=1, series="S", max_value=None
+    )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{var:a}{seq}",
+        "{seq}{var:a}",
+        "{var:a}{seq:06}",
+        "{var:a}2026{seq}",
+        "{seq}00{var:a}",
+        "{var:a}{YYYY}{seq}",
+        "{var:a}{MM}{DD}{seq}",
+        "{seq}{FY}{var:a}",
+        "{var:a}{series}{seq}",
+        "X-{var:a}-{var:b}{seq}",
+        "{var:a}/{seq}{var:b}",
+    ],
+)
+def test_variable_and_counter_need_a_non_digit_between(source: str) -> None:
+    with pytest.raises(TemplateError, match="need literal text with a non-digit between them"):
+        check(source)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{var:a}-{seq}",
+        "{seq}/{var:a}",
+        "{var:a}-{YYYY}{seq}",
+        "{var:a}{YYYY}x{seq:04}",
+        "{seq}{MM}.{var:a}",
+        "{var:a}{{{seq}",
+        "{var:a}1a2{seq}",
+        "{var:a}{var:b}-{seq}",
+        "{var:a}-{seq}-{var:b}",
+    ],
+)
+def test_separated_variables_are_accepted(source: str) -> None:
+    check(source)
+
+
+def test_adjacent_variable_would_repeat_numbers() -> None:
+    """Why the rule exists: without a separator, two issues read the same."""
+    template = parse_template("{var:a}{seq}")
+    first = template.render(23, date=DAY, series="S", variables={"a": "1"})
+    second = template.render(3, date=DAY, series="S", variables={"a": "12"})
+    assert first == second == "123"
+
+
 # check_template: length
 
 
@@ -359,8 +438,8 @@ def test_series_name_counts() -> None:
 
 
 def test_variables_count_as_one_character() -> None:
-    assert fits("x" * 44 + "{var:a}{seq}")
-    assert not fits("x" * 45 + "{var:a}{seq}")
+    assert fits("x" * 43 + "{var:a}-{seq}")
+    assert not fits("x" * 44 + "{var:a}-{seq}")
 
 
 def test_date_tokens_count_at_full_width() -> None:
@@ -404,7 +483,8 @@ def escape(text: str) -> str:
 
 
 names = st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True)
-literals = st.text(max_size=12).map(escape)
+printable = st.characters(exclude_categories=["Cc", "Cs"])
+literals = st.text(printable, max_size=12).map(escape)
 seq_tokens = st.one_of(
     st.just("{seq}"), st.integers(min_value=1, max_value=20).map(lambda n: f"{{seq:0{n}}}")
 )
@@ -469,6 +549,52 @@ def test_distinct_values_render_distinct_numbers(
         assert number(a) != number(b)
     except NumberTooLong:
         assume(False)
+
+
+# Short digit runs next to the counter are what make numbers ambiguous, so draw them often.
+separators = st.one_of(st.sampled_from(["-", "0", "12", "x", "/", "9a"]), literals)
+fixed_tokens = st.sampled_from([f"{{{name}}}" for name in DATE_TOKENS] + ["{series}"])
+
+
+@st.composite
+def one_sided_sources(draw: st.DrawFn) -> str:
+    """Templates whose variables (at most "a" and "b") all sit on one side of the counter."""
+    side = draw(
+        st.lists(
+            st.one_of(separators, fixed_tokens, st.sampled_from(["{var:a}", "{var:b}"])), max_size=4
+        )
+    )
+    rest = draw(st.lists(st.one_of(separators, fixed_tokens), max_size=3))
+    seq = draw(seq_tokens)
+    pieces = [*side, seq, *rest] if draw(st.booleans()) else [*rest, seq, *side]
+    source = "".join(pieces)
+    assume(len(source) <= MAX_TEMPLATE_LENGTH)
+    return source
+
+
+# Values that can pass digits to and from a neighbouring counter.
+AMBIGUOUS_VALUES = ("1", "12", "0", "23", "x", "1-")
+
+
+@settings(max_examples=150)
+@given(one_sided_sources(), st.dates(), st.dates())
+def test_checked_templates_never_repeat_a_value_whatever_the_variables(
+    source: str, day_a: datetime.date, day_b: datetime.date
+) -> None:
+    """Every value 0..129, every mix of ambiguous variables, two dates: no number twice."""
+    template = parse_template(source)
+    try:
+        check(source)
+    except TemplateError:
+        return  # rejected templates promise nothing
+    names = sorted(template.variables)
+    seen: dict[str, int] = {}
+    for values in itertools.product(AMBIGUOUS_VALUES, repeat=len(names)):
+        variables = dict(zip(names, values, strict=True))
+        for day in (day_a, day_b):
+            for value in range(130):
+                number = template.render(value, date=day, series="S", variables=variables)
+                assert seen.setdefault(number, value) == value, (number, variables)
 
 
 @given(st.integers(min_value=1, max_value=20), st.integers(min_value=0, max_value=2**63 - 1))

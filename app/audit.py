@@ -4,24 +4,75 @@ Because the row commits or rolls back with the change, the trail can never claim
 did not happen, nor miss one that did.
 """
 
+import datetime
 import json
-from typing import Any
+from typing import Any, Literal, get_args
 
-from app.database import Connection
+from pydantic import BaseModel, ConfigDict
+
+from app.database import Connection, Executor
+from app.errors import field_error
 
 INSERT_AUDIT = """
 INSERT INTO audit_log (tenant_id, actor, action, series, details)
 VALUES ($1, $2, $3, $4, $5::jsonb)
 """
 
-ACTIONS = (
+# Newest first, on the (tenant_id, id DESC) index; $4 is the id of the last row already seen.
+SELECT_AUDIT = """
+SELECT id, at, actor, action, series, details::text AS details FROM audit_log
+WHERE tenant_id = $1
+  AND ($2::text IS NULL OR action = $2)
+  AND ($3::text IS NULL OR series = $3)
+  AND id < $4
+ORDER BY id DESC
+LIMIT $5
+"""
+
+Action = Literal[
     "series.created",
     "series.changed",
     "series.archived",
     "number.voided",
     "key.created",
     "key.revoked",
-)
+]
+ACTIONS: tuple[str, ...] = get_args(Action)
+NEWEST = 2**63 - 1
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: datetime.datetime
+    actor: str
+    action: Action
+    series: str | None
+    details: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "id": 42,
+                            "at": "2026-01-05T09:00:00Z",
+                            "actor": "key 3f9a1c2e",
+                            "action": "series.created",
+                            "series": "invoice",
+                            "details": {"format": "INV-{YYYY}-{seq:06}", "mode": "gapless"},
+                        }
+                    ],
+                    "next_cursor": None,
+                }
+            ]
+        }
+    )
+
+    items: list[AuditEntry]
+    next_cursor: str | None
 
 
 async def record(
@@ -38,3 +89,27 @@ async def record(
     await conn.execute(
         INSERT_AUDIT, tenant_id, actor, action, series, json.dumps(details or {}, default=str)
     )
+
+
+async def page(
+    conn: Executor,
+    tenant_id: int,
+    *,
+    action: str | None,
+    series: str | None,
+    cursor: str | None,
+    limit: int,
+) -> AuditPage:
+    """One page of the tenant's trail, newest first; ``cursor`` is a page's ``next_cursor``."""
+    before = _decode_cursor(cursor)
+    rows = await conn.fetch(SELECT_AUDIT, tenant_id, action, series, before, limit + 1)
+    items = [AuditEntry(**{**dict(r), "details": json.loads(r["details"])}) for r in rows[:limit]]
+    return AuditPage(items=items, next_cursor=str(items[-1].id) if len(rows) > limit else None)
+
+
+def _decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return NEWEST
+    if not (len(cursor) <= 19 and cursor.isascii() and cursor.isdigit() and int(cursor) <= NEWEST):
+        raise field_error("cursor", "not a cursor this service returned")
+    return int(cursor)

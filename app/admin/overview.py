@@ -1,0 +1,82 @@
+"""What the series list shows beside each series: where its current period stands, and how many
+numbers it issued today.
+
+"Issued today" is read from the ledger (series without one show none): among the most recent
+``RECENT_LIMIT`` numbers of the current period, those issued since midnight in the series' time
+zone. The cost stays bounded however long the ledger grows; a busier day shows as at least
+``RECENT_LIMIT``.
+"""
+
+import datetime
+import zoneinfo
+from dataclasses import dataclass
+
+import asyncpg
+
+from app import series as series_sql
+from app.issuing import document_date
+from app.periods import period_key
+from app.series import Series
+
+RECENT_LIMIT = 10_000
+
+ISSUED_TODAY = """
+SELECT p.series_id, count(*) FILTER (WHERE recent.issued_at >= p.since) AS issued
+FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS p (series_id, period, since)
+CROSS JOIN LATERAL (
+    SELECT n.issued_at FROM numbers AS n
+    WHERE n.series_id = p.series_id AND n.period = p.period
+    ORDER BY n.value DESC
+    LIMIT $4
+) AS recent
+GROUP BY p.series_id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSummary:
+    series: Series
+    period: str
+    last_value: int | None
+    issued_today: int | None
+
+    @property
+    def issued_today_at_least(self) -> bool:
+        """True when the count reached the bound and the real number may be higher."""
+        return self.issued_today is not None and self.issued_today >= RECENT_LIMIT
+
+
+def current_period(series: Series) -> str:
+    return period_key(series.reset, document_date(series, None), series.fiscal_year_start)
+
+
+def _midnight(series: Series) -> datetime.datetime:
+    today = document_date(series, None)
+    return datetime.datetime.combine(today, datetime.time(), zoneinfo.ZoneInfo(series.timezone))
+
+
+async def summaries(pool: asyncpg.Pool, found: list[Series]) -> list[SeriesSummary]:
+    periods = {s.id: current_period(s) for s in found}
+    with_ledger = [s for s in found if s.ledger]
+    async with pool.acquire() as conn:
+        counted = await conn.fetch(
+            ISSUED_TODAY,
+            [s.id for s in with_ledger],
+            [periods[s.id] for s in with_ledger],
+            [_midnight(s) for s in with_ledger],
+            RECENT_LIMIT,
+        )
+        issued = {r["series_id"]: r["issued"] for r in counted}
+        last_values = {}
+        for s in found:
+            known = {p.period: p.last_value for p in await series_sql.periods(conn, s)}
+            last_values[s.id] = known.get(periods[s.id])
+    return [
+        SeriesSummary(
+            series=s,
+            period=periods[s.id],
+            last_value=last_values[s.id],
+            issued_today=issued.get(s.id, 0) if s.ledger else None,
+        )
+        for s in found
+    ]

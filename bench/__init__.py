@@ -1,0 +1,1 @@
+"""Docnum's benchmark: ``python -m bench`` (full) or ``python -m bench --quick``."""

@@ -1,0 +1,1 @@
+UPDATE counters SET last_value = last_value + 1000 WHERE id = :counter RETURNING last_value;

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser lint check-tests clean
+.PHONY: run test browser lint check-tests bench bench-quick clean
 
 run: $(STAMP)
 	$(BIN)/docnum serve
@@ -20,14 +20,23 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	cd clients/python && ../../$(BIN)/mypy
 
 check-tests: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
-$(STAMP): pyproject.toml
+# The benchmark: about 9 minutes; writes bench/results.md and bench/throughput.png.
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+# A 2-minute smoke run of the same; results stay in bench/out/.
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e clients/python
 	touch $(STAMP)
 
 clean:

@@ -7,6 +7,7 @@ seconds, so issuing a number costs no authentication query; a revoked key stops 
 that time on every process, and at once on the process that revoked it.
 """
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -22,6 +23,7 @@ from app.errors import Forbidden, Unauthorized
 Scope = Literal["issue", "admin"]
 SCOPES: tuple[Scope, ...] = ("issue", "admin")
 
+PREFIX_PATTERN = r"^[0-9a-f]{8}$"
 KEY_SHAPE = re.compile(r"dn_([0-9a-f]{8})_[A-Za-z0-9_-]{43}")
 
 # Marks the key used in the same statement that reads it; revoked keys are never returned.
@@ -70,13 +72,23 @@ class Authenticator:
         self._pool = pool
         self._cache_seconds = cache_seconds
         self._cache: dict[bytes, tuple[Principal, float]] = {}
+        self._lookups: dict[bytes, asyncio.Task[Principal]] = {}
 
     async def verify(self, key: str) -> Principal:
         digest = hash_key(key)
         cached = self._cache.get(digest)
-        now = time.monotonic()
-        if cached is not None and cached[1] > now:
+        if cached is not None and cached[1] > time.monotonic():
             return cached[0]
+        # Requests with the same key share one lookup: a burst arriving as the cached entry
+        # expires would otherwise queue one UPDATE per request on the key's row.
+        lookup = self._lookups.get(digest)
+        if lookup is None:
+            lookup = self._lookups[digest] = asyncio.create_task(self._look_up(key, digest))
+            lookup.add_done_callback(lambda _: self._lookups.pop(digest, None))
+        return await asyncio.shield(lookup)
+
+    async def _look_up(self, key: str, digest: bytes) -> Principal:
+        now = time.monotonic()
         match = KEY_SHAPE.fullmatch(key)
         if match is None:
             raise Unauthorized("The API key is malformed.")

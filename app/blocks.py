@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from app import counters
-from app.errors import SeriesExhausted
+from app import counters, metrics
+from app.database import Connection
 from app.series import Series
 
 logger = logging.getLogger("docnum.blocks")
@@ -48,6 +48,17 @@ class _Lane:
         self.current: _Block | None = None
         self.size = 0
         self.spare: asyncio.Task[_Block] | None = None
+        # The reservation that holds a connection: waiting for it needs no other one.
+        self.connected: asyncio.Task[_Block] | None = None
+
+
+def _install(lane: _Lane, spare: "asyncio.Task[_Block]") -> None:
+    """Make a finished reservation the lane's block; the first caller to see it finished does."""
+    if spare.done() and lane.spare is spare:
+        lane.spare = None
+        if not spare.cancelled() and spare.exception() is None:
+            lane.current = spare.result()
+            lane.size = lane.current.remaining
 
 
 class BlockIssuer:
@@ -55,8 +66,17 @@ class BlockIssuer:
         self._pool = pool
         self._lanes: dict[tuple[int, str], _Lane] = {}
 
-    async def take(self, series: Series, period: str, count: int) -> list[int]:
-        """``count`` contiguous values: from memory when they fit, else in one round trip."""
+    async def take(
+        self, series: Series, period: str, count: int, conn: "Connection | None" = None
+    ) -> list[int]:
+        """``count`` contiguous values: from memory when they fit, else in one round trip.
+
+        A caller that already holds a pooled connection passes it. It waits for the next block
+        only once that reservation has a connection; until then, what it needs is reserved on
+        the caller's connection (in its transaction, if any): waiting for a reservation that
+        still needs a connection could wait for ever once every connection of the pool is held
+        by a caller doing the same.
+        """
         lane = self._lanes.get((series.id, period))
         if lane is None:
             lane = self._lanes[(series.id, period)] = _Lane(series)
@@ -67,20 +87,21 @@ class BlockIssuer:
                 values = block.take(count)
                 self._maybe_prefetch(lane, period)
                 return values
+            spare = lane.spare
+            if (block is None or not block.remaining) and spare is not None and spare.done():
+                _install(lane, spare)  # a failed one is dropped, and tried again below
+                if lane.current is not block:
+                    continue
             if count > 1:
                 # A batch that does not fit gets its own run; the current block keeps serving.
-                return await self._reserve_run(series, period, count)
-            if lane.spare is None:
-                lane.spare = asyncio.get_running_loop().create_task(self._reserve(lane, period))
-            spare = lane.spare
+                return await self._reserve_run(series, period, count, conn)
+            spare = lane.spare or self._prefetch(lane, period)
+            if conn is not None and not spare.done() and lane.connected is not spare:
+                return await self._reserve_run(series, period, 1, conn)
             try:
-                await spare
+                await asyncio.shield(spare)  # a caller that goes away must not cancel it for all
             finally:
-                if lane.spare is spare:  # the first request to wake installs the block
-                    lane.spare = None
-                    if not spare.cancelled() and spare.exception() is None:
-                        lane.current = spare.result()
-                        lane.size = lane.current.remaining
+                _install(lane, spare)
 
     def _maybe_prefetch(self, lane: _Lane, period: str) -> None:
         block = lane.current
@@ -88,22 +109,35 @@ class BlockIssuer:
             return
         used = lane.size - block.remaining
         if used >= lane.size * PREFETCH_AT:
-            lane.spare = asyncio.get_running_loop().create_task(self._reserve(lane, period))
+            self._prefetch(lane, period)
+
+    def _prefetch(self, lane: _Lane, period: str) -> asyncio.Task[_Block]:
+        spare = lane.spare = asyncio.get_running_loop().create_task(self._reserve(lane, period))
+        # Its failure reaches whoever waits for it; if nobody does, it is not worth a warning.
+        spare.add_done_callback(lambda task: task.cancelled() or task.exception())
+        return spare
 
     async def _reserve(self, lane: _Lane, period: str) -> _Block:
         series = lane.series
         async with self._pool.acquire() as conn:
+            lane.connected = asyncio.current_task()
             for size in (series.block_size, 1):
                 last = await counters.advance(conn, series, period, size)
                 if last is not None:
+                    metrics.count_block_refill(series)
                     return _Block(last - (size - 1) * series.step, last, series.step)
-        raise SeriesExhausted("The series has reached its max_value.")
+        raise counters.exhausted(1)
 
-    async def _reserve_run(self, series: Series, period: str, count: int) -> list[int]:
-        async with self._pool.acquire() as conn:
-            last = await counters.advance(conn, series, period, count)
+    async def _reserve_run(
+        self, series: Series, period: str, count: int, conn: "Connection | None"
+    ) -> list[int]:
+        """A run for one request alone, in one statement."""
+        if conn is None:
+            async with self._pool.acquire() as own:
+                return await self._reserve_run(series, period, count, own)
+        last = await counters.advance(conn, series, period, count)
         if last is None:
-            raise SeriesExhausted("The series has fewer values left than requested.")
+            raise counters.exhausted(count)
         return counters.run(last, count, series.step)
 
     async def close(self) -> None:

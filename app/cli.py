@@ -3,18 +3,20 @@
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
+from types import FrameType
 from typing import TypeVar
 
 import asyncpg
 import uvicorn
 
-from app import demo, keys
+from app import demo, keys, logs
 from app.auth import SCOPES
 from app.database import Connection, database_url
 from app.errors import KeyNotFound, TenantNotFound
-from app.migrate import migrate
+from app.migrate import MigrationError, migrate
 from app.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -23,7 +25,10 @@ CLI_ACTOR = "command line"
 
 def _with_connection(url: str, work: Callable[[Connection], Awaitable[T]]) -> T:
     async def run() -> T:
-        conn = await asyncpg.connect(url)
+        try:
+            conn = await asyncpg.connect(url)
+        except (OSError, asyncpg.PostgresError) as error:
+            sys.exit(f"docnum: cannot connect to the database: {error}")
         try:
             await migrate(conn)
             return await work(conn)
@@ -33,7 +38,15 @@ def _with_connection(url: str, work: Callable[[Connection], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
+def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def serve(settings: Settings, args: argparse.Namespace) -> None:
+    logs.configure(settings)
+    # uvicorn stops gracefully on SIGTERM and then raises it again; exiting 0 at that point (or
+    # on a SIGTERM before uvicorn starts) tells supervisors the stop they asked for went well.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
@@ -53,6 +66,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
         port=port,
         workers=workers,
         log_level=settings.log_level,
+        log_config=None,  # app.logs formats every line, uvicorn's included
         access_log=False,
         timeout_graceful_shutdown=10,
     )
@@ -109,7 +123,7 @@ def parser() -> argparse.ArgumentParser:
     create = actions.add_parser("create", help="create a key; prints the key alone on stdout")
     create.add_argument("--tenant", required=True)
     create.add_argument("--scope", choices=SCOPES, required=True)
-    create.add_argument("--name", default="")
+    create.add_argument("--name", default="", type=keys.key_name)
     listing = actions.add_parser("list", help="list a tenant's keys")
     listing.add_argument("--tenant", required=True)
     revoke = actions.add_parser("revoke", help="revoke a key by its prefix")
@@ -123,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
         args.handler(get_settings(), args)
-    except (KeyNotFound, TenantNotFound) as error:
+    except (KeyNotFound, TenantNotFound, MigrationError) as error:
         sys.exit(f"docnum: {error}")
 
 

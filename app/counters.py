@@ -6,8 +6,13 @@ processes. The arithmetic runs in numeric so that a counter near the bigint limi
 exhaustion instead of overflowing.
 """
 
+from typing import TYPE_CHECKING
+
 from app.database import Connection
-from app.series import Series
+from app.errors import SeriesExhausted
+
+if TYPE_CHECKING:  # app.series imports app.sequences, which imports this module
+    from app.series import Series
 
 ADVANCE_COUNTER = """
 INSERT INTO counters AS c (series_id, period, last_value)
@@ -26,7 +31,7 @@ WHERE series_id = $1 AND period = $2 AND last_value = $3
 """
 
 
-async def advance(conn: Connection, series: Series, period: str, count: int) -> int | None:
+async def advance(conn: Connection, series: "Series", period: str, count: int) -> int | None:
     """Reserve ``count`` values; return the last of them, or None if the series is exhausted.
 
     The values reserved are ``last - (count - 1) * step`` up to ``last``, every ``step``.
@@ -43,10 +48,17 @@ async def advance(conn: Connection, series: Series, period: str, count: int) -> 
     return last
 
 
-async def give_back(conn: Connection, series: Series, period: str, first: int, last: int) -> bool:
+async def give_back(conn: Connection, series: "Series", period: str, first: int, last: int) -> bool:
     """Return the unused run first..last if it is still the top of the counter."""
     status: str = await conn.execute(RETURN_TAIL, series.id, period, last, first - series.step)
     return status == "UPDATE 1"
+
+
+def exhausted(count: int) -> SeriesExhausted:
+    """The answer when ``count`` values do not fit below max_value; nothing was taken."""
+    if count == 1:
+        return SeriesExhausted("The series has reached its max_value.")
+    return SeriesExhausted(f"The series has fewer than {count} values left; none were issued.")
 
 
 def run(last: int, count: int, step: int) -> list[int]:

@@ -9,7 +9,7 @@ import asyncpg
 from app.settings import Settings
 
 if TYPE_CHECKING:
-    from asyncpg.pool import PoolConnectionProxy
+    from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 
 # What query code accepts: a bare connection or one borrowed from the pool.
 Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
@@ -41,12 +41,34 @@ def database_url(settings: Settings) -> str:
     return settings.database_url or start_embedded(settings.data_dir)
 
 
+class BoundedPool(asyncpg.Pool):
+    """A pool whose every acquire gives up after ``acquire_timeout`` seconds.
+
+    When every connection is busy (a long-held lock, a slow database), a request fails with
+    ``TimeoutError``, answered as 503 with ``Retry-After``, instead of queueing for as long as the
+    others take: the backlog in front of the database stays bounded.
+    """
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> "PoolAcquireContext[Any]":
+        return super().acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+
+
 async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
     """A pool whose connections carry timeouts, so a stuck lock cannot pile up requests."""
-    pool = await asyncpg.create_pool(
+    pool = BoundedPool(
         url,
+        acquire_timeout=settings.pool_timeout_ms / 1000,
         min_size=min(settings.pool_min_size, settings.pool_max_size),
         max_size=settings.pool_max_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         timeout=CONNECT_TIMEOUT_SECONDS,
         server_settings={
             "application_name": "docnum",
@@ -55,5 +77,4 @@ async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
             "idle_in_transaction_session_timeout": "60s",
         },
     )
-    assert pool is not None
-    return pool
+    return await pool

@@ -1,19 +1,71 @@
-"""Dependencies shared by the routes, as ``Annotated`` aliases."""
+"""Dependencies shared by the routes, as ``Annotated`` aliases, and the problems they document.
 
-from typing import Annotated
+Every route behind an API key declares its problems with :func:`key_problems` or
+:func:`admin_problems`, so the OpenAPI document lists exactly what the route can answer.
+"""
+
+from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.auth import Principal
-from app.errors import Unauthorized
+from app.errors import (
+    BadRequest,
+    Forbidden,
+    InvalidRequest,
+    Overloaded,
+    PayloadTooLarge,
+    Problem,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+    problem_responses,
+)
+from app.formatting import MAX_NUMBER_LENGTH
+from app.schemas import LINE_PATTERN, SERIES_NAME_PATTERN
 from app.services import Services
 
-bearer = HTTPBearer(auto_error=False, description="An API key: `dn_<prefix>_<secret>`.")
+bearer = HTTPBearer(
+    auto_error=False,
+    bearerFormat="dn_<prefix>_<secret>",
+    description="An API key: `Authorization: Bearer dn_<prefix>_<secret>`.",
+)
+
+# What a request with a JSON body can get wrong before any route code runs.
+JSON_BODY_PROBLEMS: tuple[type[Problem], ...] = (
+    BadRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 
 
-def get_services(request: Request) -> Services:
+def key_problems(*kinds: type[Problem]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses of a route any key of the tenant may call, plus ``kinds``."""
+    return problem_responses(Unauthorized, InvalidRequest, Unavailable, Overloaded, *kinds)
+
+
+def admin_problems(*kinds: type[Problem]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses of a route that needs an admin key, plus ``kinds``."""
+    return key_problems(Forbidden, *kinds)
+
+
+SeriesNameParam = Annotated[
+    str, Path(pattern=SERIES_NAME_PATTERN, description="The series' name.", examples=["invoice"])
+]
+NumberParam = Annotated[
+    str,
+    Path(
+        max_length=MAX_NUMBER_LENGTH,
+        pattern=LINE_PATTERN,
+        description="A formatted number.",
+        examples=["INV-2026-000123"],
+    ),
+]
+
+
+async def get_services(request: Request) -> Services:  # async: no thread hop per request
     services: Services = request.app.state.services
     return services
 
@@ -21,7 +73,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_pool(services: ServicesDep) -> asyncpg.Pool:
+async def get_pool(services: ServicesDep) -> asyncpg.Pool:
     return services.pool
 
 

@@ -7,6 +7,12 @@ flush each. Instead, requests for the same (series, period) that arrive while a 
 flight wait in a queue; the next transaction serves the whole queue with one counter update, one
 ledger insert and one commit. Values follow the order of arrival within the process. If that
 transaction fails, every request in it fails and none is given a number.
+
+Three failures belong to one request rather than to the group, and fail only that request: a
+number that cannot be rendered from its variables, a number that collides with one already in
+the ledger, and a batch that does not fit below max_value. The group is then served again without
+the request whose number could not be rendered, or, for the other two, one request per
+transaction, so that the others still get their numbers in order of arrival.
 """
 
 import asyncio
@@ -16,7 +22,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from app import counters, idempotency
-from app.errors import Problem, SeriesExhausted
+from app.errors import NumberCollision, Problem, SeriesExhausted
 from app.issued import Claim, Issued, Outcome, Replayed, Request
 from app.ledger import record_numbers
 
@@ -43,6 +49,7 @@ class GaplessIssuer:
         self._pool = pool
         self._ttl = idempotency_ttl_seconds
         self._queues: dict[tuple[int, str], deque[_Waiter]] = {}
+        self._drains: set[asyncio.Task[None]] = set()  # the event loop keeps tasks only weakly
 
     async def issue(self, request: Request) -> Outcome:
         key = (request.series.id, request.period)
@@ -50,7 +57,9 @@ class GaplessIssuer:
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = deque([waiter])
-            asyncio.get_running_loop().create_task(self._drain(key, queue))
+            drain = asyncio.get_running_loop().create_task(self._drain(key, queue))
+            self._drains.add(drain)
+            drain.add_done_callback(self._drains.discard)
         else:
             queue.append(waiter)
         return await waiter.future
@@ -72,28 +81,24 @@ class GaplessIssuer:
             try:
                 outcomes = await self._transaction(group)
             except _RenderFailed as failed:
-                failed.waiter.future.set_exception(failed.problem)
+                _fail(failed.waiter, failed.problem)
                 group.remove(failed.waiter)
                 continue
-            except _Exhausted:
+            except (SeriesExhausted, NumberCollision) as problem:
                 if len(group) == 1:
-                    group[0].future.set_exception(
-                        SeriesExhausted("The series has reached its max_value.")
-                    )
+                    _fail(group[0], problem)
                     return
-                # Serve what still fits one request at a time.
                 for waiter in group:
                     await self._serve([waiter])
                 return
             except BaseException as error:
                 for waiter in group:
-                    if not waiter.future.done():
-                        waiter.future.set_exception(error)
+                    _fail(waiter, error)
                 if not isinstance(error, Exception):
                     raise
                 return
             for waiter, outcome in zip(group, outcomes, strict=True):
-                if not waiter.future.done():
+                if not waiter.future.done():  # its client may have gone away meanwhile
                     waiter.future.set_result(outcome)
             return
 
@@ -109,7 +114,7 @@ class GaplessIssuer:
             if total:
                 last = await counters.advance(conn, series, period, total)
                 if last is None:
-                    raise _Exhausted
+                    raise counters.exhausted(total)
                 values = iter(counters.run(last, total, series.step))
                 for waiter in fresh:
                     run = [next(values) for _ in range(waiter.request.count)]
@@ -135,8 +140,9 @@ class GaplessIssuer:
         ]
 
 
-class _Exhausted(Exception):
-    pass
+def _fail(waiter: _Waiter, error: BaseException) -> None:
+    if not waiter.future.done():
+        waiter.future.set_exception(error)
 
 
 def _replay_of(claim: Claim | None, replays: dict[str, Replayed]) -> Replayed:
@@ -155,6 +161,8 @@ def _take_group(queue: deque[_Waiter]) -> list[_Waiter]:
         if group and total + waiter.request.count > MAX_VALUES_PER_TRANSACTION:
             break
         queue.popleft()
+        if waiter.future.done():  # cancelled while queued: it costs no number
+            continue
         claim = waiter.request.claim
         if claim is not None and claim.key in keys:
             held.append(waiter)  # same key twice in flight: the later one replays the earlier

@@ -13,9 +13,24 @@ from typing import Any
 
 import asyncpg
 
-from app.database import Connection
+from app.database import Connection, Executor
 from app.issued import Claim, Replayed
 from app.series import Series
+
+KEY_PATTERN = r"^[\x20-\x7e]{1,255}$"  # printable ASCII
+REPLAYED_HEADER = "Idempotent-Replayed"
+# Documents the header on the success response of the routes that take an Idempotency-Key.
+REPLAYED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    201: {
+        "headers": {
+            REPLAYED_HEADER: {
+                "description": "`true` when this is the stored answer to an earlier request "
+                "with the same Idempotency-Key; no new number was issued.",
+                "schema": {"type": "string", "enum": ["true"]},
+            }
+        }
+    }
+}
 
 # Expired rows count as free: they are taken over as if new.
 CLAIM_KEYS = """
@@ -36,6 +51,11 @@ WHERE k.tenant_id = $1 AND k.series_id = $2 AND k.key = u.key
 SELECT_ANSWERS = """
 SELECT key, request_hash, status_code, body FROM idempotency_keys
 WHERE tenant_id = $1 AND series_id = $2 AND key = ANY($3::text[])
+"""
+SELECT_FRESH_ANSWER = """
+SELECT request_hash, status_code, body FROM idempotency_keys
+WHERE tenant_id = $1 AND series_id = $2 AND key = $3
+  AND created_at >= now() - make_interval(secs => $4)
 """
 PRUNE_EXPIRED = "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)"
 
@@ -78,6 +98,16 @@ async def replays(conn: Connection, series: Series, claims: list[Claim]) -> dict
     return {
         row["key"]: Replayed(row["request_hash"], row["status_code"], row["body"]) for row in rows
     }
+
+
+async def fresh_answer(
+    db: Executor, series: Series, claim: Claim, ttl_seconds: int
+) -> Replayed | None:
+    """The unexpired answer stored for this key, read without claiming the key."""
+    row = await db.fetchrow(
+        SELECT_FRESH_ANSWER, series.tenant_id, series.id, claim.key, ttl_seconds
+    )
+    return None if row is None else Replayed(row["request_hash"], row["status_code"], row["body"])
 
 
 async def prune(pool: asyncpg.Pool, ttl_seconds: int) -> int:

@@ -6,16 +6,18 @@ was already answered gets that answer back, byte for byte, and costs no number.
 """
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
 
-from app import idempotency
+from app import idempotency, metrics
 from app.blocks import BlockIssuer
 from app.database import Connection
 from app.errors import (
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
+    Problem,
     SeriesArchived,
     field_error,
 )
@@ -37,14 +39,28 @@ class Answer:
     issued: Issued | None
 
 
-def document_date(series: Series, date: datetime.date | None) -> datetime.date:
-    return date or today_in(series.timezone, datetime.datetime.now(datetime.UTC))
+# What "now" is when a request names no date; replaceable so that tests can set the time.
+Clock = Callable[[], datetime.datetime]
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def document_date(
+    series: Series, date: datetime.date | None, now: datetime.datetime | None = None
+) -> datetime.date:
+    """The date a request names, else the date on a wall clock in the series' time zone."""
+    return date or today_in(series.timezone, now or utc_now())
 
 
 class Issuer:
-    def __init__(self, pool: asyncpg.Pool, *, idempotency_ttl_seconds: int) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, idempotency_ttl_seconds: int, clock: Clock = utc_now
+    ) -> None:
         self._pool = pool
         self._ttl = idempotency_ttl_seconds
+        self.clock = clock
         self.gapless = GaplessIssuer(pool, idempotency_ttl_seconds)
         self.blocks = BlockIssuer(pool)
         self.sequences = SequenceIssuer()
@@ -59,19 +75,31 @@ class Issuer:
         claim: Claim | None,
         respond: Respond,
     ) -> Request:
-        if series.archived_at is not None:
-            raise SeriesArchived(f"Series {series.name!r} is archived and issues no numbers.")
-        missing = sorted(series.template.variables - variables.keys())
-        if missing:
-            raise field_error("variables", f"missing {', '.join(missing)}")
-        day = document_date(series, date)
+        day = document_date(series, date, self.clock())
         period = period_key(series.reset, day, series.fiscal_year_start)
         return Request(series, period, day, count, variables, claim, respond)
 
+    def current_period(self, series: Series) -> str:
+        """The period a request without a date issues in now."""
+        today = document_date(series, None, self.clock())
+        return period_key(series.reset, today, series.fiscal_year_start)
+
     async def issue(self, request: Request) -> Answer:
+        refusal = _refusal(request)
+        if refusal is not None:
+            # A retry still gets the answer its key was given before the series changed.
+            stored = None
+            if request.claim is not None:
+                stored = await idempotency.fresh_answer(
+                    self._pool, request.series, request.claim, self._ttl
+                )
+            if stored is None:
+                raise refusal
+            return _replay(request, stored)
         outcome = await self._dispatch(request)
         if isinstance(outcome, Replayed):
             return _replay(request, outcome)
+        metrics.count_issued(request.series, len(outcome.values))
         return Answer(201, request.respond(outcome), False, outcome)
 
     async def _dispatch(self, request: Request) -> Outcome:
@@ -98,7 +126,7 @@ class Issuer:
         if series.mode == "sequence":
             values = await self.sequences.take(conn, series, period, count)
         else:
-            values = await self.blocks.take(series, period, count)
+            values = await self.blocks.take(series, period, count, conn)
         issued = request.render(values)
         if series.ledger:
             await record_numbers(conn, series, period, [issued])
@@ -106,6 +134,17 @@ class Issuer:
 
     async def close(self) -> None:
         await self.blocks.close()
+
+
+def _refusal(request: Request) -> Problem | None:
+    """Why the series cannot serve this request at all, whatever number it would get."""
+    series = request.series
+    if series.archived_at is not None:
+        return SeriesArchived(f"Series {series.name!r} is archived and issues no numbers.")
+    missing = sorted(series.template.variables - request.variables.keys())
+    if missing:
+        return field_error("variables", f"missing {', '.join(missing)}")
+    return None
 
 
 def _replay(request: Request, stored: Replayed) -> Answer:

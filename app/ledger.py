@@ -6,7 +6,10 @@ the ledger with its reason, so an auditor sees every value accounted for.
 
 import base64
 import binascii
+import csv
+import io
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,9 +17,15 @@ import asyncpg
 
 from app import audit
 from app.database import Connection, Executor
-from app.errors import AlreadyVoided, InvalidRequest, NotGapless, NumberNotFound
+from app.errors import (
+    AlreadyVoided,
+    InvalidRequest,
+    NotGapless,
+    NumberCollision,
+    NumberNotFound,
+)
 from app.issued import Issued
-from app.schemas import Gap, GapReport, LedgerEntry
+from app.schemas import MAX_BIGINT, PERIOD_PATTERN, Gap, GapReport, LedgerEntry
 from app.series import Series
 
 INSERT_NUMBERS = """
@@ -68,19 +77,30 @@ MAX_GAP_RUNS = 10_000
 async def record_numbers(
     conn: Connection, series: Series, period: str, issued: list[Issued]
 ) -> None:
-    """One statement for the whole group or batch, whatever its size."""
+    """One statement for the whole group or batch, whatever its size.
+
+    The ledger's unique constraints are the last word on uniqueness: a number that reads like
+    one already recorded (variables can combine that way, or a changed format) raises
+    NumberCollision, a 409, and the caller's transaction, if any, records nothing.
+    """
     values = [v for item in issued for v in item.values]
     if not values:
         return
-    await conn.execute(
-        INSERT_NUMBERS,
-        series.id,
-        period,
-        values,
-        [n for item in issued for n in item.numbers],
-        [item.date for item in issued for _ in item.values],
-        issued[0].issued_at,
-    )
+    try:
+        await conn.execute(
+            INSERT_NUMBERS,
+            series.id,
+            period,
+            values,
+            [n for item in issued for n in item.numbers],
+            [item.date for item in issued for _ in item.values],
+            issued[0].issued_at,
+        )
+    except asyncpg.UniqueViolationError:
+        raise NumberCollision(
+            f"A number rendered for series {series.name!r} is already in its ledger; "
+            "nothing was issued. Send other variables, or change the format."
+        ) from None
 
 
 def encode_cursor(period: str, value: int) -> str:
@@ -96,7 +116,13 @@ def decode_cursor(cursor: str | None) -> tuple[str, int]:
         period, value = json.loads(raw)
     except (ValueError, TypeError, binascii.Error):
         raise InvalidRequest("cursor: not a cursor this service returned") from None
-    if not isinstance(period, str) or not isinstance(value, int) or len(period) > 16:
+    # A cursor is client input like any other: it must decode to what encode_cursor can make.
+    if (
+        not isinstance(period, str)
+        or re.fullmatch(PERIOD_PATTERN, period) is None
+        or type(value) is not int
+        or not -MAX_BIGINT - 1 <= value <= MAX_BIGINT
+    ):
         raise InvalidRequest("cursor: not a cursor this service returned")
     return period, value
 
@@ -128,6 +154,35 @@ async def stream(
             SELECT_PAGE, series.id, period, status, "", -(2**63), None, prefetch=1000
         ):
             yield row
+
+
+CSV_COLUMNS = (
+    "period",
+    "value",
+    "number",
+    "date",
+    "status",
+    "issued_at",
+    "void_reason",
+    "voided_at",
+)
+
+
+async def csv_chunks(
+    pool: asyncpg.Pool, series: Series, *, period: str | None, status: str | None
+) -> AsyncIterator[str]:
+    """The ledger as CSV, in chunks as rows arrive from a server-side cursor (API and portal)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    async with pool.acquire() as conn:
+        async for row in stream(conn, series, period=period, status=status):
+            writer.writerow([row[c] for c in CSV_COLUMNS])
+            if buffer.tell() > 65_536:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+    yield buffer.getvalue()
 
 
 async def void(

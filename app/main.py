@@ -5,10 +5,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from app import __version__
+from app import __version__, admin, docs_pages, logs, metrics
 from app.errors import install_problem_handlers
 from app.middleware import GuardMiddleware
-from app.routes import health, keys, numbers, series
+from app.routes import audit, health, keys, numbers, series
+from app.routes import metrics as metrics_route
 from app.services import running
 from app.settings import Settings, get_settings
 
@@ -21,6 +22,7 @@ speaks HTTP. Authenticate with `Authorization: Bearer <key>`; errors are
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    logs.configure(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -33,6 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     install_problem_handlers(app)
     app.add_middleware(
@@ -40,6 +44,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         max_concurrent=settings.max_concurrent_requests,
     )
-    for module in (health, series, numbers, keys):
+    # Outermost, so requests the guards refuse are logged and counted too.
+    app.add_middleware(logs.RequestLogMiddleware, observe=metrics.observe_request)
+    for module in (health, series, numbers, keys, audit):
         app.include_router(module.router)
+    app.include_router(metrics_route.router)
+    docs_pages.install(app)
+    admin.install(app, settings)
     return app

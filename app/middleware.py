@@ -6,6 +6,7 @@
 - The JSON API accepts only JSON bodies (415 otherwise); the portal's forms are exempt.
 """
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import Overloaded, PayloadTooLarge, Problem, UnsupportedMediaType, problem_response
@@ -13,8 +14,11 @@ from app.errors import Overloaded, PayloadTooLarge, Problem, UnsupportedMediaTyp
 FORM_PREFIXES = ("/admin",)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """Raised while the body is read; an HTTPException so body parsing passes it on unchanged."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The body is larger than {limit} bytes.")
 
 
 class GuardMiddleware:
@@ -48,7 +52,10 @@ class GuardMiddleware:
         has_body = (length is not None and length != b"0") or b"transfer-encoding" in headers
         if has_body and scope["method"] in ("POST", "PUT", "PATCH"):
             media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-            is_json = media_type == b"application/json" or media_type.endswith(b"+json")
+            # What FastAPI parses as JSON: application/json and application/*+json.
+            is_json = media_type == b"application/json" or (
+                media_type.startswith(b"application/") and media_type.endswith(b"+json")
+            )
             if not is_json and not scope["path"].startswith(FORM_PREFIXES):
                 return UnsupportedMediaType("Send the body as application/json.")
         return None
@@ -63,7 +70,7 @@ class GuardMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_body_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -73,8 +80,8 @@ class GuardMiddleware:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
+        except _TooLarge as error:
             if started:
                 raise
-            too_large = PayloadTooLarge(f"The body is larger than {self.max_body_bytes} bytes.")
+            too_large = PayloadTooLarge(str(error.detail))
             await problem_response(too_large, scope["path"])(scope, receive, send)

@@ -7,7 +7,7 @@ in a browser as over HTTP.
 import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from app.formatting import TemplateError, parse_template
 from app.periods import Reset, is_valid_timezone
@@ -15,6 +15,13 @@ from app.periods import Reset, is_valid_timezone
 MAX_BIGINT = 2**63 - 1
 SERIES_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 VARIABLE_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
+# A page of series ends at a name; the next page starts after it ("" for the first page).
+SERIES_CURSOR_PATTERN = r"^([a-z0-9][a-z0-9_.-]{0,62})?$"
+PERIOD_PATTERN = r"^(all|[0-9]{4}(-[0-9]{2}){0,2})$"
+# Text that becomes part of numbers, headers or one-line displays: no control characters.
+LINE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
+# Free text for people: tabs and line breaks allowed, other control characters not.
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
 
 Mode = Literal["gapless", "sequence", "cached"]
 SeriesName = Annotated[str, Field(pattern=SERIES_NAME_PATTERN, examples=["invoice"])]
@@ -48,6 +55,7 @@ class SeriesFields(StrictModel):
     format: str = Field(
         min_length=1,
         max_length=200,
+        pattern=LINE_PATTERN,
         examples=["INV-{YYYY}-{seq:06}"],
         description="Literal text and tokens: {seq} {seq:06} {YYYY} {YY} {MM} {DD} {Q} {FY} "
         "{series} {var:NAME}; {{ and }} are literal braces.",
@@ -68,7 +76,7 @@ class SeriesFields(StrictModel):
         default=None,
         description="Record every number. Always on for gapless; default off for the others.",
     )
-    description: str = Field(default="", max_length=1000)
+    description: str = Field(default="", max_length=1000, pattern=TEXT_PATTERN)
 
     _format = field_validator("format")(_check_format)
     _timezone = field_validator("timezone")(_check_timezone)
@@ -76,12 +84,34 @@ class SeriesFields(StrictModel):
 
 class SeriesCreate(SeriesFields):
     name: SeriesName
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "invoice",
+                    "format": "INV-{YYYY}-{seq:06}",
+                    "mode": "gapless",
+                    "reset": "yearly",
+                    "timezone": "Europe/Berlin",
+                    "description": "Outgoing invoices",
+                }
+            ]
+        }
+    )
 
 
 class SeriesUpdate(StrictModel):
     """Any subset of the fields; mode, reset, start, step and fiscal_year_start only before use."""
 
-    format: str | None = Field(default=None, min_length=1, max_length=200)
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"format": "INV/{YYYY}/{seq:06}", "description": "Outgoing invoices, new layout"}
+            ]
+        }
+    )
+
+    format: str | None = Field(default=None, min_length=1, max_length=200, pattern=LINE_PATTERN)
     mode: Mode | None = None
     reset: Reset | None = None
     start: int | None = Field(default=None, ge=0, le=MAX_BIGINT)
@@ -91,10 +121,19 @@ class SeriesUpdate(StrictModel):
     fiscal_year_start: int | None = Field(default=None, ge=1, le=12)
     block_size: int | None = Field(default=None, ge=1, le=100_000)
     ledger: bool | None = None
-    description: str | None = Field(default=None, max_length=1000)
+    description: str | None = Field(default=None, max_length=1000, pattern=TEXT_PATTERN)
 
     _format = field_validator("format")(lambda v: v if v is None else _check_format(v))
     _timezone = field_validator("timezone")(lambda v: v if v is None else _check_timezone(v))
+
+    @field_validator("*")
+    @classmethod
+    def _null_only_where_meaningful(cls, value: object, info: ValidationInfo) -> object:
+        """null clears max_value and puts ledger back to its mode's default; any other field can
+        only be left out, since a series cannot be without it."""
+        if value is None and info.field_name not in ("max_value", "ledger"):
+            raise ValueError("cannot be null; leave the field out to keep its value")
+        return value
 
 
 class PeriodValue(BaseModel):
@@ -103,6 +142,31 @@ class PeriodValue(BaseModel):
 
 
 class SeriesOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "invoice",
+                    "format": "INV-{YYYY}-{seq:06}",
+                    "mode": "gapless",
+                    "reset": "yearly",
+                    "start": 1,
+                    "step": 1,
+                    "max_value": None,
+                    "timezone": "Europe/Berlin",
+                    "fiscal_year_start": 1,
+                    "block_size": 100,
+                    "ledger": True,
+                    "description": "Outgoing invoices",
+                    "archived": False,
+                    "created_at": "2026-01-05T09:00:00Z",
+                    "updated_at": "2026-01-05T09:00:00Z",
+                    "periods": [{"period": "2026", "last_value": 123}],
+                }
+            ]
+        }
+    )
+
     name: str
     format: str
     mode: Mode
@@ -124,11 +188,43 @@ class SeriesOut(BaseModel):
 
 
 class SeriesPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "name": "invoice",
+                            "format": "INV-{YYYY}-{seq:06}",
+                            "mode": "gapless",
+                            "reset": "yearly",
+                            "start": 1,
+                            "step": 1,
+                            "max_value": None,
+                            "timezone": "Europe/Berlin",
+                            "fiscal_year_start": 1,
+                            "block_size": 100,
+                            "ledger": True,
+                            "description": "Outgoing invoices",
+                            "archived": False,
+                            "created_at": "2026-01-05T09:00:00Z",
+                            "updated_at": "2026-01-05T09:00:00Z",
+                            "periods": [{"period": "2026", "last_value": 123}],
+                        }
+                    ],
+                    "next_cursor": None,
+                }
+            ]
+        }
+    )
+
     items: list[SeriesOut]
     next_cursor: str | None
 
 
 class NextRequest(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"date": "2026-03-31"}]})
+
     date: datetime.date | None = Field(
         default=None, description="The document's date; decides the period. Default: today."
     )
@@ -136,10 +232,27 @@ class NextRequest(StrictModel):
 
 
 class BatchRequest(NextRequest):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"count": 3, "date": "2026-03-31"}]})
+
     count: int = Field(ge=1, description="How many numbers; at most the configured maximum.")
 
 
 class IssuedNumber(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "series": "invoice",
+                    "number": "INV-2026-000123",
+                    "value": 123,
+                    "period": "2026",
+                    "date": "2026-03-31",
+                    "issued_at": "2026-03-31T14:05:09.123456Z",
+                }
+            ]
+        }
+    )
+
     series: str
     number: str
     value: int
@@ -149,6 +262,22 @@ class IssuedNumber(BaseModel):
 
 
 class IssuedBatch(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "series": "invoice",
+                    "period": "2026",
+                    "date": "2026-03-31",
+                    "issued_at": "2026-03-31T14:05:09.123456Z",
+                    "count": 3,
+                    "numbers": ["INV-2026-000124", "INV-2026-000125", "INV-2026-000126"],
+                    "values": [124, 125, 126],
+                }
+            ]
+        }
+    )
+
     series: str
     period: str
     date: datetime.date
@@ -162,6 +291,23 @@ NumberStatus = Literal["issued", "voided"]
 
 
 class LedgerEntry(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "value": 123,
+                    "number": "INV-2026-000123",
+                    "period": "2026",
+                    "date": "2026-03-31",
+                    "status": "voided",
+                    "issued_at": "2026-03-31T14:05:09.123456Z",
+                    "void_reason": "Order cancelled before delivery",
+                    "voided_at": "2026-04-01T08:00:00Z",
+                }
+            ]
+        }
+    )
+
     value: int
     number: str
     period: str
@@ -173,12 +319,38 @@ class LedgerEntry(BaseModel):
 
 
 class LedgerPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "value": 123,
+                            "number": "INV-2026-000123",
+                            "period": "2026",
+                            "date": "2026-03-31",
+                            "status": "issued",
+                            "issued_at": "2026-03-31T14:05:09.123456Z",
+                            "void_reason": None,
+                            "voided_at": None,
+                        }
+                    ],
+                    "next_cursor": None,
+                }
+            ]
+        }
+    )
+
     items: list[LedgerEntry]
     next_cursor: str | None
 
 
 class VoidRequest(StrictModel):
-    reason: str = Field(min_length=1, max_length=500)
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"reason": "Order cancelled before delivery"}]}
+    )
+
+    reason: str = Field(min_length=1, max_length=500, pattern=TEXT_PATTERN)
 
 
 class Gap(BaseModel):
@@ -188,6 +360,20 @@ class Gap(BaseModel):
 
 
 class GapReport(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "period": "2026",
+                    "start": 1,
+                    "last_value": 130,
+                    "missing": 2,
+                    "gaps": [{"first": 57, "last": 58, "count": 2}],
+                }
+            ]
+        }
+    )
+
     period: str
     start: int
     last_value: int | None

@@ -4,13 +4,21 @@ Unique and fast, but a value taken by a request that then fails is gone: sequenc
 back. The sequence is created on first use, inside a transaction that holds the counter row's
 lock, so racing first requests create it once. Its name comes from the counter row's id, never
 from anything a client sent.
+
+A request for more values than are left below max_value is refused before any is taken, in the
+same statement, so a batch that does not fit leaves the rest to smaller requests. Only two
+batches racing for the very last values can still use some up and fail.
 """
+
+from typing import TYPE_CHECKING
 
 import asyncpg
 
+from app import counters
 from app.database import Connection
-from app.errors import SeriesExhausted
-from app.series import Series
+
+if TYPE_CHECKING:  # app.series calls set_ceiling, so it cannot be imported here at run time
+    from app.series import Series
 
 ENSURE_COUNTER = """
 INSERT INTO counters AS c (series_id, period, last_value) VALUES ($1, $2, 0)
@@ -18,14 +26,23 @@ ON CONFLICT (series_id, period) DO UPDATE SET last_value = c.last_value
 RETURNING id
 """
 FIND_COUNTER = "SELECT id FROM counters WHERE series_id = $1 AND period = $2"
-NEXT_VALUES = "SELECT nextval($1::regclass) FROM generate_series(1, $2)"
+# The room check reads the sequence's own ceiling and runs once, before the first nextval.
+NEXT_VALUES = """
+WITH room AS MATERIALIZED (
+    SELECT coalesce(pg_sequence_last_value(s.seqrelid), s.seqstart - s.seqincrement)::numeric
+           + $2::numeric * s.seqincrement <= s.seqmax AS fits
+    FROM pg_sequence AS s WHERE s.seqrelid = $1::regclass
+)
+SELECT nextval($1::regclass) FROM room CROSS JOIN generate_series(1, $2) WHERE room.fits
+"""
+SERIES_COUNTERS = "SELECT id FROM counters WHERE series_id = $1"
 
 
 def sequence_name(counter_id: int) -> str:
     return f"docnum_seq_{counter_id}"
 
 
-def create_sequence_sql(counter_id: int, series: Series) -> str:
+def create_sequence_sql(counter_id: int, series: "Series") -> str:
     """DDL takes no parameters; every part of this statement is an integer we computed."""
     return (
         f"CREATE SEQUENCE IF NOT EXISTS {sequence_name(counter_id)} AS bigint "
@@ -34,24 +51,37 @@ def create_sequence_sql(counter_id: int, series: Series) -> str:
     )
 
 
+async def set_ceiling(conn: Connection, series: "Series") -> None:
+    """After max_value changed: every sequence of the series stops at its new highest value."""
+    for counter_id in [row["id"] for row in await conn.fetch(SERIES_COUNTERS, series.id)]:
+        await conn.execute(
+            f"ALTER SEQUENCE {sequence_name(counter_id)} MAXVALUE {int(series.highest_value)}"
+        )
+
+
 class SequenceIssuer:
     def __init__(self) -> None:
         self._names: dict[tuple[int, str], str] = {}
 
-    async def take(self, conn: Connection, series: Series, period: str, count: int) -> list[int]:
+    async def take(self, conn: Connection, series: "Series", period: str, count: int) -> list[int]:
         """``count`` unique values; in a batch they may interleave with other callers'."""
         name = self._names.get((series.id, period)) or await self._ensure(conn, series, period)
         try:
             values = [row[0] for row in await conn.fetch(NEXT_VALUES, name, count)]
         except asyncpg.SequenceGeneratorLimitExceededError:
-            raise SeriesExhausted("The series has reached its max_value.") from None
+            raise counters.exhausted(count) from None
+        if not values:
+            raise counters.exhausted(count)
         return sorted(values)
 
-    async def _ensure(self, conn: Connection, series: Series, period: str) -> str:
+    async def _ensure(self, conn: Connection, series: "Series", period: str) -> str:
         counter_id = await conn.fetchval(FIND_COUNTER, series.id, period)
         if counter_id is None:
             async with conn.transaction():
                 counter_id = await conn.fetchval(ENSURE_COUNTER, series.id, period)
                 await conn.execute(create_sequence_sql(counter_id, series))
+            # The caller's transaction may not have committed it yet, or may roll it back: other
+            # requests learn the name once they find the row committed.
+            return sequence_name(counter_id)
         name = self._names[(series.id, period)] = sequence_name(counter_id)
         return name

@@ -1,18 +1,21 @@
 """Series definitions: their SQL, their rules, and the in-memory form the issuing code uses."""
 
 import datetime
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from pydantic import ValidationError
 
-from app import audit
+from app import audit, sequences
 from app.database import Connection, Executor
-from app.errors import SeriesExists, SeriesInUse, SeriesNotFound, field_error
+from app.errors import SeriesExists, SeriesInUse, SeriesNotFound, field_error, invalid_fields
 from app.formatting import Template, TemplateError, check_template, parse_template
 from app.periods import Reset
 from app.schemas import (
     MAX_BIGINT,
+    SERIES_NAME_PATTERN,
     Mode,
     PeriodValue,
     SeriesCreate,
@@ -58,15 +61,16 @@ WHERE id = $1 AND archived_at IS NULL
 RETURNING {COLUMNS}
 """
 HAS_COUNTERS = "SELECT EXISTS (SELECT 1 FROM counters WHERE series_id = $1)"
-# For sequence mode the value lives in the PostgreSQL sequence that the counter row names.
-SELECT_PERIODS = """
-SELECT period,
-       CASE WHEN $2 = 'sequence'
+# A counter's last value, $2 being the series' mode: for sequence mode it lives in the PostgreSQL
+# sequence that the counter row names.
+LAST_VALUE = """CASE WHEN $2 = 'sequence'
             THEN pg_sequence_last_value(('docnum_seq_' || id)::regclass)
-            ELSE last_value END AS last_value
+            ELSE last_value END"""
+SELECT_PERIODS = f"""
+SELECT period, {LAST_VALUE} AS last_value
 FROM counters WHERE series_id = $1 ORDER BY period
 """
-HIGHEST_VALUE = "SELECT max(last_value) FROM counters WHERE series_id = $1"
+HIGHEST_VALUE = f"SELECT max({LAST_VALUE}) FROM counters WHERE series_id = $1"
 NOTIFY_CHANGE = "SELECT pg_notify($1, $2)"
 
 
@@ -171,8 +175,14 @@ async def create(conn: Connection, tenant_id: int, body: SeriesCreate, *, actor:
     return series
 
 
+def _may_exist(name: str) -> bool:
+    """A name outside the pattern was never created, so it is not sent to the database at all
+    (where text such as a NUL character would fail instead of finding nothing)."""
+    return re.fullmatch(SERIES_NAME_PATTERN, name) is not None
+
+
 async def fetch(conn: Executor, tenant_id: int, name: str) -> Series:
-    row = await conn.fetchrow(SELECT_SERIES, tenant_id, name)
+    row = await conn.fetchrow(SELECT_SERIES, tenant_id, name) if _may_exist(name) else None
     if row is None:
         raise SeriesNotFound(f"No series named {name!r}.")
     return Series.from_row(row)
@@ -199,10 +209,16 @@ async def update(
     conn: Connection, tenant_id: int, name: str, patch: SeriesUpdate, *, actor: str
 ) -> Series:
     changes = patch.model_dump(exclude_unset=True)
+    if changes.get("mode") == "gapless" and changes.get("ledger") is None:
+        changes["ledger"] = True  # becoming gapless turns the ledger on, as creating one does
     async with conn.transaction():
         current = Series.from_row(await _locked(conn, tenant_id, name))
         old = current.fields()
-        new = checked_fields(SeriesFields.model_validate({**old, **changes}), name)
+        try:
+            merged = SeriesFields.model_validate({**old, **changes})
+        except ValidationError as error:  # an explicit null for a field that needs a value
+            raise invalid_fields(error.errors()) from None
+        new = checked_fields(merged, name)
         changed = {k: v for k, v in new.model_dump().items() if old[k] != v}
         structural = sorted(set(changed) & set(STRUCTURAL_FIELDS))
         if structural and await conn.fetchval(HAS_COUNTERS, current.id):
@@ -211,13 +227,16 @@ async def update(
                 "create a new series instead."
             )
         if "max_value" in changed and new.max_value is not None:
-            highest = await conn.fetchval(HIGHEST_VALUE, current.id)
+            highest = await conn.fetchval(HIGHEST_VALUE, current.id, current.mode)
             if highest is not None and new.max_value < highest:
                 raise field_error("max_value", f"{highest} was already issued or reserved")
         if not changed:
             return current
         row = await conn.fetchrow(UPDATE_SERIES, current.id, *new.model_dump().values())
         assert row is not None
+        changed_series = Series.from_row(row)
+        if changed_series.mode == "sequence" and "max_value" in changed:
+            await sequences.set_ceiling(conn, changed_series)
         await audit.record(
             conn,
             tenant_id=tenant_id,
@@ -227,7 +246,7 @@ async def update(
             details={k: {"old": old[k], "new": v} for k, v in changed.items()},
         )
         await conn.execute(NOTIFY_CHANGE, SERIES_CHANNEL, f"{tenant_id}:{name}")
-    return Series.from_row(row)
+    return changed_series
 
 
 async def archive(conn: Connection, tenant_id: int, name: str, *, actor: str) -> None:
@@ -243,7 +262,9 @@ async def archive(conn: Connection, tenant_id: int, name: str, *, actor: str) ->
 
 
 async def _locked(conn: Connection, tenant_id: int, name: str) -> asyncpg.Record:
-    row: asyncpg.Record | None = await conn.fetchrow(LOCK_SERIES, tenant_id, name)
+    row: asyncpg.Record | None = (
+        await conn.fetchrow(LOCK_SERIES, tenant_id, name) if _may_exist(name) else None
+    )
     if row is None:
         raise SeriesNotFound(f"No series named {name!r}.")
     return row

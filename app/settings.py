@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     )
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
+    pool_timeout_ms: int = Field(
+        default=2000,
+        ge=1,
+        description="How long a request waits for a free database connection before answering 503.",
+    )
     lock_timeout_ms: int = Field(
         default=2000,
         ge=1,

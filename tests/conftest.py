@@ -9,6 +9,7 @@ and drops it at the end; each test makes its own tenant, so tests never see each
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -38,9 +39,9 @@ def server_url() -> str:
     return start_embedded(ROOT / ".docnum" / "test")
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """A database of its own for this run, migrated by the first app that starts on it."""
+@contextmanager
+def new_database() -> Iterator[str]:
+    """Create an empty database on the test server; drop it (and its connections) afterwards."""
     server = server_url()
     name = f"docnum_test_{secrets.token_hex(6)}"
 
@@ -56,6 +57,20 @@ def database_url() -> Iterator[str]:
         yield with_database(server, name)
     finally:
         run_async(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A database of its own for this run, migrated by the first app that starts on it."""
+    with new_database() as url:
+        yield url
+
+
+@pytest.fixture
+def empty_database_url() -> Iterator[str]:
+    """A database of its own for one test, with nothing in it, not even migrations."""
+    with new_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -2,17 +2,24 @@
 
 import asyncio
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import httpx
+
+from app.issued import Request
+from app.issuing import Issuer
+from app.series import Series
 
 T = TypeVar("T")
 
@@ -48,11 +55,26 @@ async def create_series(
     return result
 
 
+def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
+    """The response is an RFC 9457 problem of this status and type, with nothing internal in it."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json", response.headers
+    body: dict[str, Any] = response.json()
+    assert body["type"] == f"/problems/{slug}", body
+    assert body["status"] == status
+    assert body["title"] and body["detail"], body
+    assert "Traceback" not in response.text
+    return body
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+DATABASE_VARIABLES = ("DATABASE_URL", "DOCNUM_DATABASE_URL")
 
 
 @dataclass
@@ -81,13 +103,18 @@ class ServiceProcess:
 
 
 def start_service(
-    database_url: str, log_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None
+    database_url: str | None,
+    log_dir: Path,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
 ) -> ServiceProcess:
+    """Start ``docnum serve``; with no database_url it runs its own embedded PostgreSQL."""
     port = free_port()
     log = log_dir / f"docnum-{port}.log"
     environment = {
-        **os.environ,
-        "DATABASE_URL": database_url,
+        **{k: v for k, v in os.environ.items() if k not in DATABASE_VARIABLES},
+        **({"DATABASE_URL": database_url} if database_url else {}),
         "DOCNUM_DEMO": "false",
         "DOCNUM_DATA_DIR": str(log_dir),
         **(env or {}),
@@ -140,3 +167,344 @@ def services(
     finally:
         for service in started:
             service.stop()
+
+
+# Multi-process tests share one PostgreSQL with the rest of the suite: a few connections per
+# process are plenty on two cores and leave room for the others.
+SMALL_POOL = {"DOCNUM_POOL_MAX_SIZE": "4"}
+
+
+@asynccontextmanager
+async def services_side_by_side(
+    database_url: str, log_dir: Path, count: int, **options: Any
+) -> AsyncIterator[list[ServiceProcess]]:
+    """Like ``services``, but started at the same time; processes a test appends to the list are
+    stopped too."""
+    results = await asyncio.gather(
+        *(asyncio.to_thread(start_service, database_url, log_dir, **options) for _ in range(count)),
+        return_exceptions=True,
+    )
+    started = [r for r in results if isinstance(r, ServiceProcess)]
+    try:
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        yield started
+    finally:
+        for service in started:
+            service.stop()
+
+
+# Retrying load and the guarantees to check after it, shared by the fault tests and the soak.
+
+RETRY_PAUSE_SECONDS = 0.05
+# Transport errors raised before the request left the client: the server never saw it.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A series to issue from, and the tenant that owns it."""
+
+    tenant: Tenant
+    series: str
+
+
+@dataclass
+class Answered:
+    """What one Idempotency-Key finally got, and what it took."""
+
+    target: Target
+    key: str
+    path: str
+    body: dict[str, Any]
+    client: int
+    url: str  # the process that answered
+    order: int
+    period: str
+    values: list[int]
+    attempts: int
+    lost: int  # attempts that reached the server but whose answer never came back
+    replayed: bool
+
+
+@dataclass
+class Load:
+    """Clients issuing numbers over real HTTP, every request with an Idempotency-Key of its own.
+
+    Each client sends one request at a time, so its answers are in time order. A request that
+    gets no answer (refused, dropped, timed out), a 503 problem or an in-flight 409 is sent again
+    with the same key and body to the next process, as a careful client would, until it is
+    answered or ``patience`` runs out (then its key is in ``given_up``). Any other answer, and a
+    503 that is not a problem with ``Retry-After``, is kept in ``unexpected``.
+    """
+
+    urls: list[str]  # a test may swap in the address of a restarted process while this runs
+    targets: list[Target]
+    clients: int = 16
+    batch_every: int = 4
+    timeout: float = 5.0
+    patience: float = 30.0
+    answered: dict[str, Answered] = field(default_factory=dict)
+    unexpected: list[str] = field(default_factory=list)
+    given_up: list[str] = field(default_factory=list)
+    # Why attempts were retried: an exception name or "<status> <problem type>".
+    retried: Counter[str] = field(default_factory=Counter)
+    _prefix: str = field(default_factory=lambda: secrets.token_hex(3))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Issue until ``stop`` is set; each client finishes the key it is on."""
+        limits = httpx.Limits(max_connections=self.clients * 2)
+        async with httpx.AsyncClient(timeout=self.timeout, limits=limits) as http:
+            await asyncio.gather(*(self._client(http, i, stop) for i in range(self.clients)))
+
+    async def _client(self, http: httpx.AsyncClient, client: int, stop: asyncio.Event) -> None:
+        sent = 0
+        while not stop.is_set():
+            target = self.targets[(client + sent) % len(self.targets)]
+            batch = sent % self.batch_every == self.batch_every - 1
+            path, body = ("batch", {"count": 3}) if batch else ("next", {})
+            await self.issue(http, client, target, f"{self._prefix}-{client}-{sent}", path, body)
+            sent += 1
+
+    async def issue(
+        self,
+        http: httpx.AsyncClient,
+        client: int,
+        target: Target,
+        key: str,
+        path: str,
+        body: dict[str, Any],
+    ) -> Answered | None:
+        started = time.monotonic()
+        attempts = lost = 0
+        headers = {**target.tenant.issuer, "Idempotency-Key": key}
+        while time.monotonic() - started < self.patience:
+            url = self.urls[(client + attempts) % len(self.urls)]
+            attempts += 1
+            try:
+                response = await http.post(
+                    f"{url}/series/{target.series}/{path}", json=body, headers=headers
+                )
+            except httpx.TransportError as error:
+                self.retried[type(error).__name__] += 1
+                lost += not isinstance(error, NOT_SENT)
+                await asyncio.sleep(RETRY_PAUSE_SECONDS)
+                continue
+            if response.status_code == 201:
+                payload = response.json()
+                answer = Answered(
+                    target=target,
+                    key=key,
+                    path=path,
+                    body=body,
+                    client=client,
+                    url=url,
+                    order=len(self.answered),
+                    period=payload["period"],
+                    values=payload["values"] if path == "batch" else [payload["value"]],
+                    attempts=attempts,
+                    lost=lost,
+                    replayed=response.headers.get("Idempotent-Replayed") == "true",
+                )
+                self.answered[key] = answer
+                return answer
+            if not _is_retryable(response):
+                self.unexpected.append(f"{url} {path} {response.status_code}: {response.text}")
+                return None
+            self.retried[f"{response.status_code} {response.json()['type']}"] += 1
+            await asyncio.sleep(RETRY_PAUSE_SECONDS)
+        self.given_up.append(key)
+        return None
+
+    async def replay_violations(self, http: httpx.AsyncClient, keys: list[str]) -> list[str]:
+        """Ask again for each key, at another process: the same numbers must come back."""
+
+        async def again(index: int, key: str) -> str | None:
+            first = self.answered[key]
+            url = self.urls[(first.client + index + 1) % len(self.urls)]
+            response = await http.post(
+                f"{url}/series/{first.target.series}/{first.path}",
+                json=first.body,
+                headers={**first.target.tenant.issuer, "Idempotency-Key": key},
+            )
+            payload = response.json() if response.status_code == 201 else {}
+            values = payload.get("values", [payload.get("value")])
+            if response.headers.get("Idempotent-Replayed") == "true" and values == first.values:
+                return None
+            return f"{key}: first {first.values}, again {response.status_code} {values}"
+
+        found = await asyncio.gather(*(again(i, key) for i, key in enumerate(keys)))
+        return [problem for problem in found if problem is not None]
+
+
+def _is_retryable(response: httpx.Response) -> bool:
+    if response.headers.get("content-type") != "application/problem+json":
+        return False
+    kind = response.json().get("type")
+    if response.status_code == 503:
+        return "Retry-After" in response.headers
+    return response.status_code == 409 and kind == "/problems/idempotency-key-in-flight"
+
+
+async def eventually(check: Callable[[], bool], what: str, within: float = 20.0) -> None:
+    """Wait until ``check()`` holds, polling; fail the test if it does not within ``within`` s."""
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"not within {within} s: {what}"
+        await asyncio.sleep(0.02)
+
+
+async def ledger_values(http: httpx.AsyncClient, url: str, target: Target) -> list[tuple[str, int]]:
+    """Every (period, value) in the series' ledger, read page by page as an operator would."""
+    values: list[tuple[str, int]] = []
+    cursor: str | None = None
+    while True:
+        params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
+        response = await http.get(
+            f"{url}/series/{target.series}/numbers", params=params, headers=target.tenant.admin
+        )
+        assert response.status_code == 200, response.text
+        page = response.json()
+        values.extend((item["period"], item["value"]) for item in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return values
+
+
+async def guarantee_violations(
+    http: httpx.AsyncClient, url: str, target: Target, answered: list[Answered]
+) -> list[str]:
+    """What the answers and the ledger of one series show against its mode's guarantees.
+
+    All modes: no value reaches two keys. gapless and sequence: each client's answers increase
+    (a value is issued after every value its client already received). With a ledger: every
+    value a client received is recorded and, since every key was retried until answered, every
+    recorded value reached a client; ``/gaps`` reports exactly the values up to the counter's top
+    that the ledger lacks. gapless: there are none.
+    """
+    response = await http.get(f"{url}/series/{target.series}", headers=target.tenant.admin)
+    assert response.status_code == 200, response.text
+    series = response.json()
+    name, mode, step = target.series, series["mode"], series["step"]
+    found: list[str] = []
+    received = [(a.period, v) for a in answered for v in a.values]
+    twice = sorted(v for v, times in Counter(received).items() if times > 1)
+    if twice:
+        found.append(f"{name}: values issued to two keys: {twice[:20]}")
+    if mode != "cached":
+        highest: dict[tuple[int, str], int] = {}
+        for answer in sorted(answered, key=lambda a: a.order):
+            seen = highest.get((answer.client, answer.period))
+            if seen is not None and min(answer.values) <= seen:
+                found.append(f"{name}: client {answer.client} got {answer.values} after {seen}")
+            highest[(answer.client, answer.period)] = max(answer.values)
+    if not series["ledger"]:
+        return found
+    recorded = set(await ledger_values(http, url, target))
+    if set(received) - recorded:
+        found.append(f"{name}: received, not recorded: {sorted(set(received) - recorded)[:20]}")
+    if recorded - set(received):
+        found.append(f"{name}: recorded, never received: {sorted(recorded - set(received))[:20]}")
+    for period in sorted({a.period for a in answered}):
+        response = await http.get(
+            f"{url}/series/{name}/gaps", params={"period": period}, headers=target.tenant.admin
+        )
+        assert response.status_code == 200, response.text
+        report = response.json()
+        top = series["start"] - step if report["last_value"] is None else report["last_value"]
+        kept = {v for p, v in recorded if p == period}
+        lacking = set(range(series["start"], top + 1, step)) - kept
+        reported = {v for gap in report["gaps"] for v in range(gap["first"], gap["last"] + 1, step)}
+        if reported != lacking or report["missing"] != len(lacking):
+            found.append(f"{name} {period}: /gaps says {report['gaps']}, lacking {sorted(lacking)}")
+        if mode == "gapless" and lacking:
+            found.append(f"{name} {period}: gapless series has holes: {sorted(lacking)[:20]}")
+    return found
+
+
+# Locks the counter rows of a series, as a transaction stuck on them would.
+LOCK_COUNTERS = """
+SELECT c.id FROM counters AS c JOIN series AS s ON s.id = c.series_id
+WHERE s.tenant_id = $1 AND s.name = $2
+FOR UPDATE OF c
+"""
+# Service connections waiting for a lock in this database, and those waiting for the caller's.
+LOCK_WAITERS = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = 'docnum' AND wait_event_type = 'Lock'
+"""
+BLOCKED_BY_ME = """
+SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))
+"""
+
+
+# An uncommitted ledger row for the first value of a series. The transaction that issues that
+# value then waits for it after taking the value from the counter, before it can commit.
+HOLD_FIRST_LEDGER_ROW = """
+INSERT INTO numbers (series_id, period, value, number, date)
+SELECT id, 'all', start, 'held by a test', current_date FROM series
+WHERE tenant_id = $1 AND name = $2
+"""
+
+
+async def hold_first_ledger_row(conn: asyncpg.Connection, target: Target) -> None:
+    """Stop the first issue of ``target`` between taking its value and committing, for as long
+    as the caller's open transaction lasts."""
+    assert conn.is_in_transaction()
+    await conn.execute(HOLD_FIRST_LEDGER_ROW, target.tenant.id, target.series)
+
+
+async def lock_counters(conn: asyncpg.Connection, target: Target) -> None:
+    """Take the counter row locks of ``target`` in the caller's open transaction."""
+    assert conn.is_in_transaction()
+    assert await conn.fetch(LOCK_COUNTERS, target.tenant.id, target.series), "no counter yet"
+
+
+async def lock_waiters(
+    conn: asyncpg.Connection, at_least: int, *, mine: bool = True, within: float = 10
+) -> int:
+    """Wait until ``at_least`` connections wait for a lock that ``conn`` holds (``mine``) or for
+    any lock; return how many do."""
+    query = BLOCKED_BY_ME if mine else LOCK_WAITERS
+    deadline = time.monotonic() + within
+    while (waiting := int(await conn.fetchval(query))) < at_least:
+        assert time.monotonic() < deadline, f"{waiting} connections wait for a lock"
+        await asyncio.sleep(0.02)
+    return waiting
+
+
+@asynccontextmanager
+async def recording_pool(
+    database_url: str, *, max_size: int = 4, **server_settings: str
+) -> AsyncIterator[tuple[asyncpg.Pool, list[str]]]:
+    """A real pool of its own whose connections note every statement they send, in order."""
+    sent: list[str] = []
+
+    async def init(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda record: sent.append(record.query))
+
+    pool = await asyncpg.create_pool(
+        database_url, min_size=1, max_size=max_size, init=init, server_settings=server_settings
+    )
+    try:
+        yield pool, sent
+    finally:
+        await pool.close()
+
+
+def plain_request(
+    issuer: Issuer,
+    series: Series,
+    count: int = 1,
+    variables: dict[str, str] | None = None,
+) -> Request:
+    """An issuing request as the routes build it, without an Idempotency-Key."""
+    return issuer.request(
+        series,
+        count=count,
+        date=None,
+        variables=variables or {},
+        claim=None,
+        respond=lambda issued: b"",
+    )

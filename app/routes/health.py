@@ -3,13 +3,17 @@
 from fastapi import APIRouter
 
 from app.deps import ServicesDep
-from app.errors import Unavailable
+from app.errors import Unavailable, problem_responses
 from app.migrate import load_migrations, pending
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="The process is up")
+@router.get(
+    "/healthz",
+    summary="The process is up",
+    responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}},
+)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -17,7 +21,10 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="The database answers and every migration is applied",
-    responses={503: {"description": "Not ready"}},
+    responses={
+        200: {"content": {"application/json": {"example": {"status": "ready"}}}},
+        **problem_responses(Unavailable),
+    },
 )
 async def readyz(services: ServicesDep) -> dict[str, str]:
     try:

@@ -1,23 +1,39 @@
 """Issuing numbers, and the ledger of what was issued."""
 
-import csv
-import io
 import json
-from collections.abc import AsyncIterator
 from typing import Annotated
 
-import asyncpg
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app import ledger
-from app.deps import AdminDep, PrincipalDep, ServicesDep
-from app.errors import LedgerDisabled, field_error
-from app.idempotency import request_hash
+from app.deps import (
+    JSON_BODY_PROBLEMS,
+    AdminDep,
+    NumberParam,
+    PrincipalDep,
+    SeriesNameParam,
+    ServicesDep,
+    admin_problems,
+    key_problems,
+)
+from app.errors import (
+    AlreadyVoided,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    LedgerDisabled,
+    NotGapless,
+    NumberCollision,
+    NumberNotFound,
+    SeriesArchived,
+    SeriesExhausted,
+    SeriesNotFound,
+)
+from app.idempotency import KEY_PATTERN, REPLAYED_HEADER, REPLAYED_RESPONSE, request_hash
 from app.issued import Claim, Issued
-from app.issuing import Answer, check_count, document_date
-from app.periods import period_key
+from app.issuing import Answer, check_count
 from app.schemas import (
+    PERIOD_PATTERN,
     BatchRequest,
     GapReport,
     IssuedBatch,
@@ -28,7 +44,6 @@ from app.schemas import (
     NumberStatus,
     VoidRequest,
 )
-from app.series import Series
 
 router = APIRouter(prefix="/series/{name}", tags=["numbers"])
 
@@ -36,22 +51,34 @@ IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
-        description="Retry with the same key to get the same answer, never a second number.",
+        pattern=KEY_PATTERN,
+        description="1 to 255 printable ASCII characters. Retry with the same key to get the "
+        "same answer, never a second number.",
     ),
 ]
-PRINTABLE_ASCII = frozenset(chr(c) for c in range(0x20, 0x7F))
+ISSUE_RESPONSES = {
+    **key_problems(
+        *JSON_BODY_PROBLEMS,
+        SeriesNotFound,
+        SeriesArchived,
+        SeriesExhausted,
+        NumberCollision,
+        IdempotencyKeyInFlight,
+        IdempotencyKeyReused,
+    ),
+    **REPLAYED_RESPONSE,
+}
+LEDGER_RESPONSES = key_problems(SeriesNotFound, LedgerDisabled)
 
 
 def _claim(key: str | None, endpoint: str, body: dict[str, object]) -> Claim | None:
     if key is None:
         return None
-    if not 1 <= len(key) <= 255 or not set(key) <= PRINTABLE_ASCII:
-        raise field_error("Idempotency-Key", "must be 1 to 255 printable ASCII characters")
     return Claim(key, request_hash(endpoint, body))
 
 
 def _answer(answer: Answer) -> Response:
-    headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
+    headers = {REPLAYED_HEADER: "true"} if answer.replayed else None
     return Response(answer.body, answer.status, headers, media_type="application/json")
 
 
@@ -87,9 +114,10 @@ def _many(issued: Issued) -> bytes:
     status_code=201,
     response_model=IssuedNumber,
     summary="Issue the next number",
+    responses=ISSUE_RESPONSES,
 )
 async def next_number(
-    name: str,
+    name: SeriesNameParam,
     principal: PrincipalDep,
     services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
@@ -113,9 +141,10 @@ async def next_number(
     status_code=201,
     response_model=IssuedBatch,
     summary="Issue many numbers at once",
+    responses=ISSUE_RESPONSES,
 )
 async def batch(
-    name: str,
+    name: SeriesNameParam,
     body: BatchRequest,
     principal: PrincipalDep,
     services: ServicesDep,
@@ -134,23 +163,28 @@ async def batch(
     return _answer(await services.issuer.issue(request))
 
 
-Period = Annotated[str | None, Query(max_length=16, examples=["2026"])]
+CSV_EXAMPLE = (
+    "period,value,number,date,status,issued_at,void_reason,voided_at\r\n"
+    "2026,123,INV-2026-000123,2026-03-31,issued,2026-03-31 14:05:09.123456+00:00,,\r\n"
+)
+
+Period = Annotated[str | None, Query(pattern=PERIOD_PATTERN, examples=["2026"])]
 
 
 @router.get(
     "/numbers",
     response_model=LedgerPage,
     summary="The ledger of issued numbers (as CSV with 'Accept: text/csv')",
-    responses={200: {"content": {"text/csv": {}}}},
+    responses={200: {"content": {"text/csv": {"example": CSV_EXAMPLE}}}, **LEDGER_RESPONSES},
 )
 async def numbers(
-    name: str,
+    name: SeriesNameParam,
     request: Request,
     principal: PrincipalDep,
     services: ServicesDep,
     period: Period = None,
     status: NumberStatus | None = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_-]*$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> LedgerPage | Response:
     series = await services.catalog.get(principal.tenant_id, name)
@@ -158,7 +192,7 @@ async def numbers(
         raise LedgerDisabled(f"Series {name!r} does not record its numbers (ledger is off).")
     if "text/csv" in request.headers.get("accept", ""):
         return StreamingResponse(
-            _csv(services.pool, series, period=period, status=status),
+            ledger.csv_chunks(services.pool, series, period=period, status=status),
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="{name}-ledger.csv"'},
         )
@@ -168,50 +202,33 @@ async def numbers(
     return LedgerPage(items=items, next_cursor=next_cursor)
 
 
-CSV_COLUMNS = (
-    "period",
-    "value",
-    "number",
-    "date",
-    "status",
-    "issued_at",
-    "void_reason",
-    "voided_at",
+@router.post(
+    "/numbers/{number}/void",
+    summary="Void a gapless number, keeping it in the ledger",
+    responses=admin_problems(
+        *JSON_BODY_PROBLEMS, SeriesNotFound, NumberNotFound, AlreadyVoided, NotGapless
+    ),
 )
-
-
-async def _csv(
-    pool: asyncpg.Pool, series: Series, *, period: str | None, status: str | None
-) -> AsyncIterator[str]:
-    """The ledger as CSV, sent in chunks as rows arrive from a server-side cursor."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    async with pool.acquire() as conn:
-        async for row in ledger.stream(conn, series, period=period, status=status):
-            writer.writerow([row[c] for c in CSV_COLUMNS])
-            if buffer.tell() > 65_536:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-    yield buffer.getvalue()
-
-
-@router.post("/numbers/{number}/void", summary="Void a gapless number, keeping it in the ledger")
 async def void_number(
-    name: str, number: str, body: VoidRequest, admin: AdminDep, services: ServicesDep
+    name: SeriesNameParam,
+    number: NumberParam,
+    body: VoidRequest,
+    admin: AdminDep,
+    services: ServicesDep,
 ) -> LedgerEntry:
     series = await services.catalog.get(admin.tenant_id, name)
     async with services.pool.acquire() as conn:
         return await ledger.void(conn, series, number, body.reason, actor=admin.actor)
 
 
-@router.get("/gaps", summary="Values missing from the ledger in a period")
+@router.get(
+    "/gaps", summary="Values missing from the ledger in a period", responses=LEDGER_RESPONSES
+)
 async def gaps(
-    name: str, principal: PrincipalDep, services: ServicesDep, period: Period = None
+    name: SeriesNameParam, principal: PrincipalDep, services: ServicesDep, period: Period = None
 ) -> GapReport:
     series = await services.catalog.get(principal.tenant_id, name)
     if not series.ledger:
         raise LedgerDisabled(f"Series {name!r} does not record its numbers (ledger is off).")
-    current = period_key(series.reset, document_date(series, None), series.fiscal_year_start)
+    current = services.issuer.current_period(series)
     return await ledger.gaps(services.pool, series, period or current)

@@ -1,0 +1,274 @@
+"""The ledger: what it records per mode, keyset pages, voiding gapless numbers, and the gaps
+between start and the last value of a period."""
+
+import asyncio
+import csv
+import io
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import Tenant, assert_problem, create_series
+
+
+async def issue(
+    client: httpx.AsyncClient, tenant: Tenant, count: int, date: str = "2026-05-01", **body: Any
+) -> list[int]:
+    response = await client.post(
+        "/series/l/batch", json={"count": count, "date": date, **body}, headers=tenant.issuer
+    )
+    assert response.status_code == 201, response.text
+    values: list[int] = response.json()["values"]
+    return values
+
+
+async def every_page(
+    client: httpx.AsyncClient, tenant: Tenant, limit: int, **params: str
+) -> list[list[dict[str, Any]]]:
+    pages, cursor = [], None
+    while True:
+        query = {"limit": str(limit), **params, **({"cursor": cursor} if cursor else {})}
+        response = await client.get("/series/l/numbers", params=query, headers=tenant.issuer)
+        assert response.status_code == 200, response.text
+        pages.append(response.json()["items"])
+        cursor = response.json()["next_cursor"]
+        if cursor is None:
+            return pages
+
+
+async def gaps(client: httpx.AsyncClient, tenant: Tenant, period: str) -> dict[str, Any]:
+    response = await client.get("/series/l/gaps", params={"period": period}, headers=tenant.issuer)
+    assert response.status_code == 200, response.text
+    report: dict[str, Any] = response.json()
+    return report
+
+
+async def test_pages_follow_period_then_value(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    await create_series(client, tenant, "l", reset="yearly", format="{YYYY}-{seq:03}", step=2)
+    await issue(client, tenant, 12, "2027-01-01")
+    await issue(client, tenant, 13, "2026-12-31")
+    pages = await every_page(client, tenant, 10)
+    assert [len(p) for p in pages] == [10, 10, 5]
+    keys = [(e["period"], e["value"]) for page in pages for e in page]
+    assert keys == [("2026", 1 + 2 * i) for i in range(13)] + [
+        ("2027", 1 + 2 * i) for i in range(12)
+    ]
+    first = pages[0][0]
+    assert first | {"issued_at": None} == {
+        "value": 1,
+        "number": "2026-001",
+        "period": "2026",
+        "date": "2026-12-31",
+        "status": "issued",
+        "issued_at": None,
+        "void_reason": None,
+        "voided_at": None,
+    }
+    only_2027 = await every_page(client, tenant, 100, period="2027")
+    assert [e["number"] for e in only_2027[0]] == [f"2027-{1 + 2 * i:03d}" for i in range(12)]
+
+
+async def test_pages_stay_exact_while_numbers_are_issued(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "l")
+    await issue(client, tenant, 30)
+    first = await client.get("/series/l/numbers?limit=20", headers=tenant.issuer)
+    await asyncio.gather(*(issue(client, tenant, 5) for _ in range(4)))
+    cursor = first.json()["next_cursor"]
+    rest = await client.get(f"/series/l/numbers?limit=1000&cursor={cursor}", headers=tenant.issuer)
+    values = [e["value"] for e in first.json()["items"] + rest.json()["items"]]
+    assert values == list(range(1, 51))
+    assert rest.json()["next_cursor"] is None
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=1001",
+        "limit=ten",
+        "status=lost",
+        "cursor=bm90LWEtY3Vyc29y",
+        "cursor=%25%25",
+        "period=2026-13-01-x",
+    ],
+)
+async def test_bad_page_requests_are_a_422(
+    client: httpx.AsyncClient, tenant: Tenant, query: str
+) -> None:
+    await create_series(client, tenant, "l")
+    response = await client.get(f"/series/l/numbers?{query}", headers=tenant.issuer)
+    assert_problem(response, 422, "invalid-request")
+
+
+@pytest.mark.parametrize("mode", ["sequence", "cached"])
+async def test_other_modes_record_only_with_a_ledger(
+    client: httpx.AsyncClient, tenant: Tenant, mode: str
+) -> None:
+    await create_series(client, tenant, "l", mode=mode)
+    await issue(client, tenant, 3)
+    for path in ("/series/l/numbers", "/series/l/gaps"):
+        response = await client.get(path, headers=tenant.issuer)
+        assert_problem(response, 409, "ledger-disabled")
+
+    await create_series(client, tenant, "k", mode=mode, ledger=True, format="K{seq}")
+    response = await client.post("/series/k/batch", json={"count": 3}, headers=tenant.issuer)
+    issued = response.json()["numbers"]
+    single = (await client.post("/series/k/next", headers=tenant.issuer)).json()["number"]
+    ledger = await client.get("/series/k/numbers", headers=tenant.issuer)
+    assert [e["number"] for e in ledger.json()["items"]] == [*issued, single]
+
+
+async def test_voiding_keeps_the_number_with_its_reason(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "l", format="L-{seq}")
+    await issue(client, tenant, 5)
+    response = await client.post(
+        "/series/l/numbers/L-3/void", json={"reason": "typo on invoice"}, headers=tenant.admin
+    )
+    assert response.status_code == 200, response.text
+    voided = response.json()
+    assert (voided["number"], voided["status"], voided["void_reason"]) == (
+        "L-3",
+        "voided",
+        "typo on invoice",
+    )
+    assert voided["voided_at"] is not None
+
+    again = await client.post(
+        "/series/l/numbers/L-3/void", json={"reason": "twice"}, headers=tenant.admin
+    )
+    assert_problem(again, 409, "already-voided")
+    only_voided = await client.get("/series/l/numbers?status=voided", headers=tenant.issuer)
+    assert [(e["value"], e["void_reason"]) for e in only_voided.json()["items"]] == [
+        (3, "typo on invoice")
+    ]
+    issued = await client.get("/series/l/numbers?status=issued", headers=tenant.issuer)
+    assert [e["value"] for e in issued.json()["items"]] == [1, 2, 4, 5]
+    report = await gaps(client, tenant, "all")
+    assert (report["last_value"], report["missing"], report["gaps"]) == (5, 0, [])
+    assert (await issue(client, tenant, 1)) == [6]  # a voided value is never issued again
+
+
+async def test_void_needs_an_admin_key_and_a_reason(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "l", format="L-{seq}")
+    await issue(client, tenant, 1)
+    response = await client.post(
+        "/series/l/numbers/L-1/void", json={"reason": "x"}, headers=tenant.issuer
+    )
+    assert_problem(response, 403, "forbidden")
+    for body in ({}, {"reason": ""}):
+        response = await client.post("/series/l/numbers/L-1/void", json=body, headers=tenant.admin)
+        assert_problem(response, 422, "invalid-request")
+
+
+async def test_voiding_an_unknown_number_is_a_404(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "l", format="L-{seq}")
+    await issue(client, tenant, 1)
+    response = await client.post(
+        "/series/l/numbers/L-2/void", json={"reason": "x"}, headers=tenant.admin
+    )
+    assert_problem(response, 404, "number-not-found")
+    response = await client.post(
+        "/series/l/numbers/L-1/void", json={"reason": "x"}, headers=other_tenant.admin
+    )
+    assert_problem(response, 404, "series-not-found")
+
+
+@pytest.mark.parametrize("mode", ["sequence", "cached"])
+async def test_only_gapless_numbers_can_be_voided(
+    client: httpx.AsyncClient, tenant: Tenant, mode: str
+) -> None:
+    await create_series(client, tenant, "l", mode=mode, ledger=True, format="L-{seq}")
+    await issue(client, tenant, 1)
+    response = await client.post(
+        "/series/l/numbers/L-1/void", json={"reason": "x"}, headers=tenant.admin
+    )
+    assert_problem(response, 409, "not-gapless")
+
+
+async def test_a_failed_sequence_request_leaves_a_reported_gap(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    """The number of value 3 is too long to render: the value is taken, then lost."""
+    await create_series(
+        client, tenant, "l", mode="sequence", ledger=True, format="x" * 33 + "{var:a}-{seq}"
+    )
+    await issue(client, tenant, 2, variables={"a": "ok"})
+    response = await client.post(
+        "/series/l/next", json={"variables": {"a": "a" * 32}}, headers=tenant.issuer
+    )
+    assert_problem(response, 422, "invalid-request")
+    await issue(client, tenant, 2, variables={"a": "ok"})
+    assert await gaps(client, tenant, "all") == {
+        "period": "all",
+        "start": 1,
+        "last_value": 5,
+        "missing": 1,
+        "gaps": [{"first": 3, "last": 3, "count": 1}],
+    }
+
+
+async def test_gaps_of_an_unused_period_are_empty(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "l", reset="yearly", format="{YYYY}-{seq}", start=7)
+    await issue(client, tenant, 3, "2026-05-01")
+    assert await gaps(client, tenant, "2031") == {
+        "period": "2031",
+        "start": 7,
+        "last_value": None,
+        "missing": 0,
+        "gaps": [],
+    }
+    assert (await gaps(client, tenant, "2026"))["last_value"] == 9
+
+
+async def test_an_archived_series_keeps_its_ledger_readable(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "l", format="L-{seq}")
+    await issue(client, tenant, 2)
+    assert (await client.delete("/series/l", headers=tenant.admin)).status_code == 204
+    ledger = await client.get("/series/l/numbers", headers=tenant.issuer)
+    assert [e["number"] for e in ledger.json()["items"]] == ["L-1", "L-2"]
+    assert (await gaps(client, tenant, "all"))["gaps"] == []
+
+
+async def test_the_ledger_as_csv(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    await create_series(client, tenant, "l", format="L-{seq}")
+    await issue(client, tenant, 3)
+    response = await client.get(
+        "/series/l/numbers", headers={**tenant.issuer, "Accept": "text/csv"}
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [(r["period"], r["value"], r["number"], r["status"]) for r in rows] == [
+        ("all", "1", "L-1", "issued"),
+        ("all", "2", "L-2", "issued"),
+        ("all", "3", "L-3", "issued"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/series/nope/numbers"),
+        ("GET", "/series/nope/gaps"),
+        ("POST", "/series/nope/numbers/N-1/void"),
+    ],
+)
+async def test_an_unknown_series_is_a_404(
+    client: httpx.AsyncClient, tenant: Tenant, method: str, path: str
+) -> None:
+    body = {"reason": "x"} if method == "POST" else None
+    response = await client.request(method, path, json=body, headers=tenant.admin)
+    assert_problem(response, 404, "series-not-found")

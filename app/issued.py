@@ -54,16 +54,13 @@ class Request:
     def render(self, values: list[int]) -> Issued:
         template = self.series.template
         try:
-            numbers = [
-                template.render(
-                    value,
-                    date=self.date,
-                    series=self.series.name,
-                    variables=self.variables,
-                    fiscal_year_start=self.series.fiscal_year_start,
-                )
-                for value in values
-            ]
+            numbers = template.render_many(
+                values,
+                date=self.date,
+                series=self.series.name,
+                variables=self.variables,
+                fiscal_year_start=self.series.fiscal_year_start,
+            )
         except (VariableError, NumberTooLong) as error:
             raise InvalidRequest(str(error)) from None
         return Issued(

@@ -1,7 +1,7 @@
 """Tenants and their API keys: the SQL behind the CLI, the API and the portal."""
 
 import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -46,21 +46,18 @@ def key_name(value: str) -> str:
     return _KEY_NAME.validate_python(value)
 
 
+KEY_EXAMPLE: dict[str, Any] = {
+    "prefix": "3f9a1c2e",
+    "scope": "issue",
+    "name": "billing service",
+    "created_at": "2026-01-05T09:00:00Z",
+    "last_used_at": "2026-03-31T14:05:09Z",
+    "revoked_at": None,
+}
+
+
 class KeyOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "prefix": "3f9a1c2e",
-                    "scope": "issue",
-                    "name": "billing service",
-                    "created_at": "2026-01-05T09:00:00Z",
-                    "last_used_at": "2026-03-31T14:05:09Z",
-                    "revoked_at": None,
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [KEY_EXAMPLE]})
 
     prefix: str
     scope: Scope
@@ -74,13 +71,9 @@ class NewKey(KeyOut):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {
-                    "prefix": "3f9a1c2e",
-                    "scope": "issue",
-                    "name": "billing service",
-                    "created_at": "2026-01-05T09:00:00Z",
+                KEY_EXAMPLE
+                | {
                     "last_used_at": None,
-                    "revoked_at": None,
                     "key": "dn_3f9a1c2e_q8W0sVx3h1cJ7nR2kP5tY9bL4mZ6dF8gA0eU1iO3wQ",
                 }
             ]

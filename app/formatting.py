@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
+import string
 import typing
 from collections.abc import Callable, Mapping, Sequence
 
@@ -67,6 +68,8 @@ _LEXEME = re.compile(
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 _DIGITS = frozenset("0123456789")
+# What a variable, a series name or a date can render: text outside it bounds them.
+_SOFT = frozenset(string.ascii_letters + string.digits + "_.-")
 
 _KNOWN_TOKENS = "{seq}, {seq:0N}, {YYYY}, {YY}, {MM}, {DD}, {Q}, {FY}, {series} or {var:NAME}"
 
@@ -310,12 +313,14 @@ def check_template(
 
     A template that passes gives distinct numbers for distinct (period, value)
     pairs with the same variables, all date tokens having a fixed width. {YY}
-    counts as a year, so that guarantee holds within a century. When every
-    variable sits on the same side of {seq}, distinct values give distinct
-    numbers whatever the variables and dates: the separator's last (or first)
-    non-digit marks where the counter's digits begin (or end). Variables on
-    both sides can still combine into one number ("{var:a}-{seq}-{var:b}" with
-    a="x-1", 2, b="y" and a="x", 1, b="2-y"); the ledger refuses the second.
+    counts as a year, so that guarantee holds within a century. Distinct values
+    also give distinct numbers whatever the variables and dates: when every
+    variable sits on one side of {seq}, the separator's last (or first)
+    non-digit marks where the counter's digits begin (or end). With variables
+    on both sides ("{var:a}-{seq}-{var:b}": a="x-1", 2, b="y" reads like a="x",
+    1, b="2-y"), one side must be bounded by a character that no variable,
+    series name or date can contain (such as '/'), so that counting those
+    characters from that end finds the counter.
 
     Raises ValueError for an unknown reset, a fiscal_year_start that is not a
     month or a negative max_value; callers validate those beforehand.
@@ -354,6 +359,7 @@ def check_template(
         )
 
     _check_separated(template)
+    _check_bounded(template)
     longest = _longest_rendering(template, series=series, max_value=max_value)
     if longest > MAX_NUMBER_LENGTH:
         raise TemplateError(
@@ -374,6 +380,24 @@ def _check_separated(template: Template) -> None:
                 f"{part} and {template.parts[seq_at]} need literal text with a non-digit "
                 f"between them (such as '-'), or different values could read the same"
             )
+
+
+def _check_bounded(template: Template) -> None:
+    """Variables on both sides of {seq}: one side needs a character variables cannot hold."""
+    seq_at = next(i for i, part in enumerate(template.parts) if isinstance(part, Seq))
+    before = [i for i, part in enumerate(template.parts[:seq_at]) if isinstance(part, Variable)]
+    after = [
+        i for i, part in enumerate(template.parts) if i > seq_at and isinstance(part, Variable)
+    ]
+    if not before or not after:
+        return
+    sides = (template.parts[before[-1] + 1 : seq_at], template.parts[seq_at + 1 : after[0]])
+    if not any(isinstance(piece, str) and set(piece) - _SOFT for side in sides for piece in side):
+        raise TemplateError(
+            "with {var:...} tokens on both sides of {seq}, the literal text on one side must "
+            "hold a character that variables cannot contain (such as '/' or ' '), "
+            "or different values could read the same"
+        )
 
 
 def _parse_token(body: str, position: int) -> Token:

@@ -385,11 +385,27 @@ def test_variable_and_counter_need_a_non_digit_between(source: str) -> None:
         "{var:a}{{{seq}",
         "{var:a}1a2{seq}",
         "{var:a}{var:b}-{seq}",
-        "{var:a}-{seq}-{var:b}",
+        "{var:a}-{seq}/{var:b}",
+        "{var:a}/{seq}-{var:b}",
+        "{var:a}-{seq}-{YYYY} {var:b}",
     ],
 )
 def test_separated_variables_are_accepted(source: str) -> None:
     check(source)
+
+
+@pytest.mark.parametrize("source", ["{var:a}-{seq}-{var:b}", "{var:a}.{seq}_{YY}{var:b}"])
+def test_variables_on_both_sides_need_a_bounding_character(source: str) -> None:
+    with pytest.raises(TemplateError, match="both sides"):
+        check(source)
+
+
+def test_variables_on_both_sides_would_repeat_numbers() -> None:
+    """Why that rule exists: the counter's digits can move into either variable."""
+    template = parse_template("{var:a}-{seq}-{var:b}")
+    first = template.render(2, date=DAY, series="S", variables={"a": "x-1", "b": "y"})
+    second = template.render(1, date=DAY, series="S", variables={"a": "x", "b": "2-y"})
+    assert first == second == "x-1-2-y"
 
 
 def test_adjacent_variable_would_repeat_numbers() -> None:
@@ -572,12 +588,32 @@ def one_sided_sources(draw: st.DrawFn) -> str:
     return source
 
 
+# Short separators, soft ("-") and hard ("/"), so that both verdicts of the rule come up often.
+between_variables = st.sampled_from(["-", "/", "-0", ".-", " "])
+
+
+@st.composite
+def two_sided_sources(draw: st.DrawFn) -> str:
+    """Templates with "{var:a}" before the counter and "{var:b}" after it."""
+    outer = st.lists(st.one_of(separators, fixed_tokens), max_size=2)
+    pieces = [
+        *draw(outer),
+        "{var:a}",
+        draw(between_variables),
+        draw(seq_tokens),
+        draw(between_variables),
+        "{var:b}",
+        *draw(outer),
+    ]
+    return "".join(pieces)
+
+
 # Values that can pass digits to and from a neighbouring counter.
-AMBIGUOUS_VALUES = ("1", "12", "0", "23", "x", "1-")
+AMBIGUOUS_VALUES = ("1", "12", "0", "23", "x", "y", "1-", "x-1", "2-y", "x-0")
 
 
-@settings(max_examples=150)
-@given(one_sided_sources(), st.dates(), st.dates())
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(one_sided_sources(), two_sided_sources()), st.dates(), st.dates())
 def test_checked_templates_never_repeat_a_value_whatever_the_variables(
     source: str, day_a: datetime.date, day_b: datetime.date
 ) -> None:
@@ -619,7 +655,7 @@ def series_settings(draw: st.DrawFn) -> tuple[Template, Reset, int]:
     return parse_template(source), reset, start
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     series_settings(),
     century,

@@ -113,10 +113,16 @@ async def test_a_number_that_cannot_be_rendered_fails_alone(
 async def test_a_number_that_collides_fails_alone_and_the_rest_stay_gapless(
     client: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool, database_url: str
 ) -> None:
-    """Variables on both sides of {seq} can read like another number: the ledger refuses it."""
-    series = await gapless_series(
-        client, tenant, pool, start=1, step=1, format="{var:a}-{seq}-{var:b}"
+    """The ledger's unique number is the backstop when a rendering repeats an issued number.
+
+    Templates that could do so are refused at creation now; this series' format is written
+    straight into the table, as one created before that rule would be.
+    """
+    await gapless_series(client, tenant, pool, start=1, step=1, format="{var:a}/{seq}-{var:b}")
+    await pool.execute(
+        "UPDATE series SET format = '{var:a}-{seq}-{var:b}' WHERE tenant_id = $1", tenant.id
     )
+    series = await series_sql.fetch(pool, tenant.id, "g")
     async with recording_pool(database_url) as (own_pool, _sent):
         issuer = Issuer(own_pool, idempotency_ttl_seconds=60)
         first = await issuer.issue(plain_request(issuer, series, variables={"a": "x", "b": "2-y"}))

@@ -210,6 +210,16 @@ class Target:
     series: str
 
 
+async def series_per_mode(
+    client: httpx.AsyncClient, tenant: Tenant, *, block_size: int
+) -> list[Target]:
+    """One series per mode, each with a ledger, so every value can be accounted for."""
+    await create_series(client, tenant, "gapless", mode="gapless")
+    await create_series(client, tenant, "sequence", mode="sequence", ledger=True)
+    await create_series(client, tenant, "cached", mode="cached", ledger=True, block_size=block_size)
+    return [Target(tenant, name) for name in ("gapless", "sequence", "cached")]
+
+
 @dataclass
 class Answered:
     """What one Idempotency-Key finally got, and what it took."""

@@ -26,6 +26,7 @@ from tests.support import (
     guarantee_violations,
     hold_first_ledger_row,
     lock_waiters,
+    series_per_mode,
     services_side_by_side,
     start_service,
 )
@@ -37,14 +38,6 @@ PHASE_ANSWERS = 100
 FROZEN_AFTERWARDS = 6
 
 
-async def make_series(client: httpx.AsyncClient, tenant: Tenant) -> list[Target]:
-    """One series per mode, each with a ledger, so every value can be accounted for."""
-    await create_series(client, tenant, "gapless", mode="gapless")
-    await create_series(client, tenant, "sequence", mode="sequence", ledger=True)
-    await create_series(client, tenant, "cached", mode="cached", ledger=True, block_size=20)
-    return [Target(tenant, name) for name in ("gapless", "sequence", "cached")]
-
-
 async def test_kill_9_mid_transaction_under_load_keeps_every_guarantee(
     client: httpx.AsyncClient,
     tenant: Tenant,
@@ -52,7 +45,7 @@ async def test_kill_9_mid_transaction_under_load_keeps_every_guarantee(
     database_url: str,
     service_dir: Path,
 ) -> None:
-    targets = await make_series(client, tenant)
+    targets = await series_per_mode(client, tenant, block_size=20)
     await create_series(client, tenant, "frozen", mode="gapless")
     frozen = Target(tenant, "frozen")
     async with (

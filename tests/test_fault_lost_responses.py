@@ -22,6 +22,7 @@ from tests.support import (
     ledger_values,
     lock_counters,
     lock_waiters,
+    series_per_mode,
     services_side_by_side,
 )
 
@@ -65,17 +66,10 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         await writer.drain()
 
 
-async def make_series(http: httpx.AsyncClient, tenant: Tenant) -> list[Target]:
-    await create_series(http, tenant, "gapless", mode="gapless")
-    await create_series(http, tenant, "sequence", mode="sequence", ledger=True)
-    await create_series(http, tenant, "cached", mode="cached", ledger=True, block_size=5)
-    return [Target(tenant, name) for name in ("gapless", "sequence", "cached")]
-
-
 async def test_answers_lost_on_the_way_back_are_replayed_by_another_process(
     client: httpx.AsyncClient, tenant: Tenant, database_url: str, service_dir: Path
 ) -> None:
-    targets = await make_series(client, tenant)
+    targets = await series_per_mode(client, tenant, block_size=5)
     async with (
         services_side_by_side(database_url, service_dir, 2, env=SMALL_POOL) as (first, second),
         AnswerDroppingProxy(first).running() as proxy,

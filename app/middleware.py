@@ -21,10 +21,6 @@ class _TooLarge(HTTPException):
         super().__init__(413, f"The body is larger than {limit} bytes.")
 
 
-def _declares_length(scope: Scope) -> bool:
-    return any(name == b"content-length" for name, _ in scope["headers"])
-
-
 class GuardMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_concurrent: int) -> None:
         self.app = app
@@ -36,13 +32,14 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        problem = self._refuse(scope)
+        headers = dict(scope["headers"])
+        problem = self._refuse(scope, headers)
         if problem is not None:
             await problem_response(problem, scope["path"])(scope, receive, send)
             return
         self.in_flight += 1
         try:
-            if _declares_length(scope):
+            if b"content-length" in headers:
                 # The declared length was checked, and the server reads no further than it.
                 await self.app(scope, receive, send)
             else:
@@ -50,10 +47,9 @@ class GuardMiddleware:
         finally:
             self.in_flight -= 1
 
-    def _refuse(self, scope: Scope) -> Problem | None:
+    def _refuse(self, scope: Scope, headers: dict[bytes, bytes]) -> Problem | None:
         if self.in_flight >= self.max_concurrent:
             return Overloaded(f"More than {self.max_concurrent} requests in progress; retry.")
-        headers = dict(scope["headers"])
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             return PayloadTooLarge(f"The body is larger than {self.max_body_bytes} bytes.")

@@ -71,10 +71,11 @@ ISSUE_RESPONSES = {
 LEDGER_RESPONSES = key_problems(SeriesNotFound, LedgerDisabled)
 
 
-def _claim(key: str | None, endpoint: str, body: dict[str, object]) -> Claim | None:
+def _claim(key: str | None, endpoint: str, body: NextRequest) -> Claim | None:
+    """The request's fingerprint is computed only when a key asks for it."""
     if key is None:
         return None
-    return Claim(key, request_hash(endpoint, body))
+    return Claim(key, request_hash(endpoint, body.model_dump(mode="json")))
 
 
 def _answer(answer: Answer) -> Response:
@@ -130,7 +131,7 @@ async def next_number(
         count=1,
         date=body.date,
         variables=body.variables,
-        claim=_claim(idempotency_key, "next", body.model_dump(mode="json")),
+        claim=_claim(idempotency_key, "next", body),
         respond=_one,
     )
     return _answer(await services.issuer.issue(request))
@@ -157,7 +158,7 @@ async def batch(
         count=body.count,
         date=body.date,
         variables=body.variables,
-        claim=_claim(idempotency_key, "batch", body.model_dump(mode="json")),
+        claim=_claim(idempotency_key, "batch", body),
         respond=_many,
     )
     return _answer(await services.issuer.issue(request))

@@ -1,5 +1,7 @@
 import datetime
 import itertools
+import re
+from collections import defaultdict
 from collections.abc import Mapping
 
 import pytest
@@ -10,6 +12,7 @@ from app.formatting import (
     DATE_TOKENS,
     MAX_NUMBER_LENGTH,
     MAX_TEMPLATE_LENGTH,
+    Collision,
     DatePart,
     NumberTooLong,
     Seq,
@@ -19,7 +22,9 @@ from app.formatting import (
     Variable,
     VariableError,
     check_template,
+    find_collision,
     parse_template,
+    two_digit_year_window,
 )
 from app.periods import Reset, period_key
 
@@ -347,9 +352,14 @@ def test_templates_that_could_repeat_across_periods(
 # check_template: variables next to the counter
 
 
-def check(source: str) -> None:
+def check(source: str, *, variables_in_key: bool = True) -> None:
     check_template(
-        parse_template(source), reset="never", fiscal_year_start=1, series="S", max_value=None
+        parse_template(source),
+        reset="never",
+        fiscal_year_start=1,
+        series="S",
+        max_value=None,
+        variables_in_key=variables_in_key,
     )
 
 
@@ -384,7 +394,6 @@ def test_variable_and_counter_need_a_non_digit_between(source: str) -> None:
         "{seq}{MM}.{var:a}",
         "{var:a}{{{seq}",
         "{var:a}1a2{seq}",
-        "{var:a}{var:b}-{seq}",
         "{var:a}-{seq}/{var:b}",
         "{var:a}/{seq}-{var:b}",
         "{var:a}-{seq}-{YYYY} {var:b}",
@@ -687,3 +696,290 @@ def test_checked_templates_never_repeat_across_periods(
         assert number(x, a) != number(y, b)
     except NumberTooLong:
         return
+
+
+# Collisions: one string rendered for two issues
+
+
+def collision(old: str, new: str, *, variables_in_key: bool = True) -> Collision | None:
+    return find_collision(
+        parse_template(old), parse_template(new), series="S", variables_in_key=variables_in_key
+    )
+
+
+def renders(source: str, number: str, variables: Mapping[str, str] | None = None) -> set[int]:
+    """The values 0..199 that `source` renders as `number` on DAY."""
+    template = parse_template(source)
+    return {
+        value
+        for value in range(200)
+        if template.render(value, date=DAY, series="S", variables=variables) == number
+    }
+
+
+def test_a_format_change_that_moves_the_counter_digits_collides() -> None:
+    found = collision("F-1{seq}", "F-{seq}")
+    assert found is not None
+    assert renders("F-1{seq}", found.number) != renders("F-{seq}", found.number)
+    assert renders("F-1{seq}", found.number) and renders("F-{seq}", found.number)
+    assert found.reason == (
+        f"'{found.number}' could be rendered by 'F-1{{seq}}' "
+        f"(value {found.number[3:]}) and by 'F-{{seq}}' (value {found.number[2:]})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("INV-{YYYY}-{seq:04}", "INV-{YYYY}-{seq:06}"),
+        ("INV-{seq}", "INV/{seq}"),
+        ("PO-{seq}", "PO-{var:branch}-{seq}"),
+        ("{series}-{seq}", "S-{seq}"),
+        ("{YYYY}-{seq}", "{YY}-{seq}"),
+    ],
+)
+def test_format_changes_whose_common_numbers_are_the_same_issue_do_not_collide(
+    old: str, new: str
+) -> None:
+    assert collision(old, new) is None
+    assert collision(new, old) is None
+
+
+def test_renaming_a_variable_collides_only_with_a_counter_per_variable() -> None:
+    found = collision("{var:a}-{seq}", "{var:b}-{seq}")
+    assert found is not None
+    assert "'{var:a}-{seq}'" in found.reason and "'{var:b}-{seq}'" in found.reason
+    assert collision("{var:a}-{seq}", "{var:b}-{seq}", variables_in_key=False) is None
+
+
+def test_swapping_date_tokens_collides_because_the_period_changes() -> None:
+    found = collision("{YY}{MM}-{seq}", "{MM}{YY}-{seq}")
+    assert found is not None
+    assert "{YY}=" in found.reason and "{MM}=" in found.reason
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "INV-{YYYY}-{seq:06}",
+        "PO-{var:branch}-{seq:04}",
+        "{var:a}/{seq}-{var:b}",
+        "{var:a}-{seq}/{var:b}",
+        "{var:a}1a2{seq}",
+        "{var:a}{YYYY}x{seq:04}",
+        "{var:a}-{seq}-{YYYY} {var:b}",
+        "{series}/{YYYY}/{YY}/{MM}/{DD}/Q{Q}/FY{FY}/{var:dept}/{seq}",
+        "{YYYY}{MM}{DD}{seq}{Q}",
+    ],
+)
+@pytest.mark.parametrize("variables_in_key", [True, False])
+def test_an_unambiguous_template_never_collides_with_itself(
+    source: str, variables_in_key: bool
+) -> None:
+    template = parse_template(source)
+    assert find_collision(template, template, series="S", variables_in_key=variables_in_key) is None
+    check(source, variables_in_key=variables_in_key)
+
+
+def test_adjacent_variables_are_ambiguous_only_with_a_counter_per_variable() -> None:
+    template = parse_template("{var:a}{var:b}-{seq}")
+    found = find_collision(template, template, series="S", variables_in_key=True)
+    assert found is not None
+    # Why: two counters, each at value 1, would render the same number.
+    first = template.render(1, date=DAY, series="S", variables={"a": "x", "b": "yz"})
+    second = template.render(1, date=DAY, series="S", variables={"a": "xy", "b": "z"})
+    assert first == second
+    assert find_collision(template, template, series="S", variables_in_key=False) is None
+
+
+@pytest.mark.parametrize("source", ["{var:a}{var:b}-{seq}", "{var:a}-{var:b}-{seq}"])
+def test_check_template_refuses_an_ambiguous_template_with_a_counter_per_variable(
+    source: str,
+) -> None:
+    with pytest.raises(TemplateError, match="the template is ambiguous") as caught:
+        check(source)
+    assert f"'{source}'" in str(caught.value)
+    check(source, variables_in_key=False)
+
+
+# Collisions: soundness, checked by rendering
+
+
+PAIR_SERIES = "a-1"
+# Short pieces made of characters that variables and counters can also produce.
+pair_literals = st.text(st.sampled_from("01-/xa"), min_size=1, max_size=2)
+pair_tokens = st.sampled_from(["{YY}", "{YYYY}", "{MM}", "{var:a}", "{var:b}", "{series}"])
+pair_seqs = st.sampled_from(["{seq}", "{seq:02}", "{seq:03}"])
+pair_pieces = st.one_of(pair_literals, pair_tokens)
+
+
+@st.composite
+def piece_lists(draw: st.DrawFn) -> list[str]:
+    pieces = draw(st.lists(pair_pieces, max_size=3))
+    pieces.insert(draw(st.integers(min_value=0, max_value=len(pieces))), draw(pair_seqs))
+    return pieces
+
+
+# Changes that keep most of a format, so that old and new share numbers.
+RENAMED = {"{var:a}": "{var:b}", "{var:b}": "{var:a}", "{YY}": "{MM}", "{MM}": "{YY}"}
+
+
+@st.composite
+def template_pairs(draw: st.DrawFn) -> tuple[Template, Template]:
+    """An old format and a new one: unrelated, the same, or slightly changed."""
+    old = draw(piece_lists())
+    new = list(old)
+    change = draw(
+        st.sampled_from(["unrelated", "same", "replaced", "inserted", "seq", "swapped", "renamed"])
+    )
+    at = draw(st.integers(min_value=0, max_value=len(new) - 1))
+    if change == "unrelated":
+        new = draw(piece_lists())
+    elif change == "replaced" and not new[at].startswith("{seq"):
+        new[at] = draw(pair_pieces)
+    elif change == "inserted":
+        new.insert(at, draw(pair_pieces))
+    elif change == "seq":
+        new = [draw(pair_seqs) if piece.startswith("{seq") else piece for piece in new]
+    elif change == "swapped" and at > 0:
+        new[at - 1], new[at] = new[at], new[at - 1]
+    elif change == "renamed":
+        new = [RENAMED.get(piece, piece) for piece in new]
+    return parse_template("".join(old)), parse_template("".join(new))
+
+
+DATE_WIDTHS = {"YYYY": 4, "YY": 2, "MM": 2, "DD": 2, "Q": 1, "FY": 4}
+
+
+def grammar(template: Template, series: str) -> re.Pattern[str]:
+    """Every string `template` can render, whatever the value, date and variables."""
+    pieces = []
+    for part in template.parts:
+        if isinstance(part, str):
+            pieces.append(re.escape(part))
+        elif isinstance(part, Seq):
+            width = part.pad or 1
+            pieces.append(f"(?:[0-9]{{{width}}}|[1-9][0-9]{{{width},}})")
+        elif isinstance(part, DatePart):
+            pieces.append(f"[0-9]{{{DATE_WIDTHS[part.name]}}}")
+        elif isinstance(part, SeriesName):
+            pieces.append(re.escape(series))
+        else:
+            pieces.append("[A-Za-z0-9_-]{1,32}")
+    return re.compile("".join(pieces))
+
+
+def tells_periods_apart(template: Template, reset: Reset) -> bool:
+    """check_template's period rule, for the resets and tokens the pairs use."""
+    used = template.uses()
+    has_year = bool(used & {"YY", "YYYY"})
+    return reset == "never" or (has_year and (reset == "yearly" or "MM" in used))
+
+
+# Months and years apart, a year and a month that trade places ("0312" is March 2012 as
+# {MM}{YY} and December 2003 as {YY}{MM}), and a century apart where no two-digit-year
+# window forbids it.
+PAIR_DATES = (
+    datetime.date(2026, 3, 5),
+    datetime.date(2026, 4, 5),
+    datetime.date(2027, 3, 5),
+    datetime.date(2003, 12, 5),
+    datetime.date(2012, 3, 5),
+    datetime.date(1926, 3, 5),
+)
+# Values that can trade characters with a neighbouring counter, literal or variable.
+PAIR_VALUES = ("x", "1", "x-1", "1-", "a0", "-0")
+
+
+Issue = tuple[int, str, tuple[tuple[str, str], ...]]
+
+
+def issues_by_number(
+    template: Template, reset: Reset, dates: list[datetime.date], variables_in_key: bool
+) -> dict[str, set[Issue]]:
+    """Every number the template renders for values 0..120, with the issues behind it."""
+    names = sorted(template.variables)
+    found: dict[str, set[Issue]] = defaultdict(set)
+    for values in itertools.product(PAIR_VALUES, repeat=len(names)):
+        variables = dict(zip(names, values, strict=True))
+        key = tuple(variables.items()) if variables_in_key else ()
+        for day in dates:
+            period = period_key(reset, day)
+            numbers = template.render_many(
+                range(121), date=day, series=PAIR_SERIES, variables=variables
+            )
+            for value, number in enumerate(numbers):
+                found[number].add((value, period, key))
+    return found
+
+
+@settings(max_examples=500, deadline=None)
+@given(template_pairs(), st.booleans(), st.data())
+def test_find_collision_never_misses_a_number_rendered_for_two_issues(
+    pair: tuple[Template, Template], variables_in_key: bool, data: st.DataObject
+) -> None:
+    old, new = pair
+    resets: list[Reset] = [
+        reset
+        for reset in ("never", "yearly", "monthly")
+        if tells_periods_apart(old, reset) and tells_periods_apart(new, reset)
+    ]
+    reset = data.draw(st.sampled_from(resets))
+    found = find_collision(old, new, series=PAIR_SERIES, variables_in_key=variables_in_key)
+    if found is not None:
+        # The example in the message is one both formats can really produce.
+        assert grammar(old, PAIR_SERIES).fullmatch(found.number), found
+        assert grammar(new, PAIR_SERIES).fullmatch(found.number), found
+        return
+    windows = [two_digit_year_window(t, reset) for t in (old, new)]
+    dates = [
+        day
+        for day in PAIR_DATES
+        if all(window is None or window[0] <= day <= window[1] for window in windows)
+    ]
+    by_old = issues_by_number(old, reset, dates, variables_in_key)
+    by_new = issues_by_number(new, reset, dates, variables_in_key)
+    for number in by_old.keys() & by_new.keys():
+        assert len(by_old[number] | by_new[number]) == 1, (number, by_old[number], by_new[number])
+
+
+# Two-digit years
+
+
+@pytest.mark.parametrize(
+    ("source", "reset"),
+    [("{YY}-{seq}", "yearly"), ("{YY}{MM}-{seq}", "monthly"), ("{DD}.{MM}.{YY}-{seq}", "daily")],
+)
+def test_a_two_digit_year_that_tells_periods_apart_bounds_the_dates(
+    source: str, reset: str
+) -> None:
+    window = two_digit_year_window(parse_template(source), reset)
+    assert window == (datetime.date(2000, 1, 1), datetime.date(2099, 12, 31))
+
+
+@pytest.mark.parametrize(
+    ("source", "reset"),
+    [
+        ("{YY}-{seq}", "never"),
+        ("{YYYY}-{YY}-{seq}", "yearly"),
+        ("{FY}-{YY}-{seq}", "yearly"),
+        ("{YYYY}{MM}-{seq}", "monthly"),
+        ("{seq}", "never"),
+    ],
+)
+def test_a_full_year_or_no_reset_leaves_the_dates_unbounded(source: str, reset: str) -> None:
+    assert two_digit_year_window(parse_template(source), reset) is None
+
+
+def test_a_two_digit_year_repeats_a_century_later() -> None:
+    """Why the window exists: 1926 and 2026 are two periods with the same numbers."""
+    template = parse_template("{YY}-{seq}")
+    window = two_digit_year_window(template, "yearly")
+    assert window is not None
+    start, end = window
+    earlier, later = datetime.date(1926, 3, 5), datetime.date(2026, 3, 5)
+    assert template.render(1, date=earlier, series="S") == template.render(
+        1, date=later, series="S"
+    )
+    assert start <= later <= end
+    assert not start <= earlier <= end

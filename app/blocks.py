@@ -6,6 +6,10 @@ reserved in the background, so in steady state no request waits for the database
 unique across processes because every block comes from the same counter row. What a process
 reserved but did not hand out is skipped if it crashes; on a clean shutdown the unused tail is
 given back when no other process has reserved after it.
+
+A lane serves one version of its series' definition (see app.definition): a request that read a
+newer one drops the lane, and its values are skipped rather than handed out under a definition
+that no longer holds; a request that read an older one is sent back to read the series again.
 """
 
 import asyncio
@@ -17,7 +21,7 @@ import asyncpg
 
 from app import counters, metrics
 from app.database import Connection
-from app.series import Series
+from app.definition import CounterKey, Series, StaleDefinition
 
 logger = logging.getLogger("docnum.blocks")
 
@@ -41,7 +45,7 @@ class _Block:
 
 
 class _Lane:
-    """The blocks of one (series, period) in this process."""
+    """The blocks of one (series, counter key) in this process, for one version of the series."""
 
     def __init__(self, series: Series) -> None:
         self.series = series
@@ -64,10 +68,10 @@ def _install(lane: _Lane, spare: "asyncio.Task[_Block]") -> None:
 class BlockIssuer:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._lanes: dict[tuple[int, str], _Lane] = {}
+        self._lanes: dict[tuple[int, CounterKey], _Lane] = {}
 
     async def take(
-        self, series: Series, period: str, count: int, conn: "Connection | None" = None
+        self, series: Series, key: CounterKey, count: int, conn: "Connection | None" = None
     ) -> list[int]:
         """``count`` contiguous values: from memory when they fit, else in one round trip.
 
@@ -77,15 +81,18 @@ class BlockIssuer:
         still needs a connection could wait for ever once every connection of the pool is held
         by a caller doing the same.
         """
-        lane = self._lanes.get((series.id, period))
+        lane = self._lanes.get((series.id, key))
+        if lane is not None and lane.series.version != series.version:
+            if series.version < lane.series.version:
+                raise StaleDefinition(series.name)
+            lane = None
         if lane is None:
-            lane = self._lanes[(series.id, period)] = _Lane(series)
-        lane.series = series  # a changed block_size applies from the next block on
+            lane = self._lanes[(series.id, key)] = _Lane(series)
         while True:
             block = lane.current
             if block is not None and block.remaining >= count:
                 values = block.take(count)
-                self._maybe_prefetch(lane, period)
+                self._maybe_prefetch(lane, key)
                 return values
             spare = lane.spare
             if (block is None or not block.remaining) and spare is not None and spare.done():
@@ -94,55 +101,55 @@ class BlockIssuer:
                     continue
             if count > 1:
                 # A batch that does not fit gets its own run; the current block keeps serving.
-                return await self._reserve_run(series, period, count, conn)
-            spare = lane.spare or self._prefetch(lane, period)
+                return await self._reserve_run(series, key, count, conn)
+            spare = lane.spare or self._prefetch(lane, key)
             if conn is not None and not spare.done() and lane.connected is not spare:
-                return await self._reserve_run(series, period, 1, conn)
+                return await self._reserve_run(series, key, 1, conn)
             try:
                 await asyncio.shield(spare)  # a caller that goes away must not cancel it for all
             finally:
                 _install(lane, spare)
 
-    def _maybe_prefetch(self, lane: _Lane, period: str) -> None:
+    def _maybe_prefetch(self, lane: _Lane, key: CounterKey) -> None:
         block = lane.current
         if lane.spare is not None or block is None:
             return
         used = lane.size - block.remaining
         if used >= lane.size * PREFETCH_AT:
-            self._prefetch(lane, period)
+            self._prefetch(lane, key)
 
-    def _prefetch(self, lane: _Lane, period: str) -> asyncio.Task[_Block]:
-        spare = lane.spare = asyncio.get_running_loop().create_task(self._reserve(lane, period))
+    def _prefetch(self, lane: _Lane, key: CounterKey) -> asyncio.Task[_Block]:
+        spare = lane.spare = asyncio.get_running_loop().create_task(self._reserve(lane, key))
         # Its failure reaches whoever waits for it; if nobody does, it is not worth a warning.
         spare.add_done_callback(lambda task: task.cancelled() or task.exception())
         return spare
 
-    async def _reserve(self, lane: _Lane, period: str) -> _Block:
+    async def _reserve(self, lane: _Lane, key: CounterKey) -> _Block:
         series = lane.series
         async with self._pool.acquire() as conn:
             lane.connected = asyncio.current_task()
             for size in (series.block_size, 1):
-                last = await counters.advance(conn, series, period, size)
+                last = await counters.advance(conn, series, key, size)
                 if last is not None:
                     metrics.count_block_refill(series)
                     return _Block(last - (size - 1) * series.step, last, series.step)
         raise counters.exhausted(1)
 
     async def _reserve_run(
-        self, series: Series, period: str, count: int, conn: "Connection | None"
+        self, series: Series, key: CounterKey, count: int, conn: "Connection | None"
     ) -> list[int]:
         """A run for one request alone, in one statement."""
         if conn is None:
             async with self._pool.acquire() as own:
-                return await self._reserve_run(series, period, count, own)
-        last = await counters.advance(conn, series, period, count)
+                return await self._reserve_run(series, key, count, own)
+        last = await counters.advance(conn, series, key, count)
         if last is None:
             raise counters.exhausted(count)
         return counters.run(last, count, series.step)
 
     async def close(self) -> None:
         """Give back unused values where no other process has reserved past them."""
-        for (_, period), lane in self._lanes.items():
+        for (_, key), lane in self._lanes.items():
             unused: list[_Block] = []
             if lane.spare is not None:
                 with contextlib.suppress(Exception):
@@ -153,7 +160,7 @@ class BlockIssuer:
                 async with self._pool.acquire() as conn:
                     for block in sorted(unused, key=lambda b: b.last, reverse=True):
                         if not await counters.give_back(
-                            conn, lane.series, period, block.next, block.last
+                            conn, lane.series, key, block.next, block.last
                         ):
                             break
         self._lanes.clear()

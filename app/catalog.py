@@ -13,7 +13,8 @@ import logging
 import asyncpg
 
 from app import series as series_sql
-from app.series import SERIES_CHANNEL, Series
+from app.definition import Series
+from app.series import SERIES_CHANNEL
 
 logger = logging.getLogger("docnum.catalog")
 
@@ -44,6 +45,11 @@ class SeriesCatalog:
         if self.listening and generation == self._generation:
             self._cache[key] = found
         return found
+
+    async def fresh(self, stale: Series) -> Series:
+        """The series as it is now, after a request found ``stale`` out of date."""
+        self.forget(stale.tenant_id, stale.name)
+        return await self.get(stale.tenant_id, stale.name)
 
     def forget(self, tenant_id: int, name: str) -> None:
         self._generation += 1

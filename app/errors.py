@@ -107,6 +107,10 @@ class SeriesInUse(Conflict):
     slug, title = "series-in-use", "Numbers were already issued"
 
 
+class FormatConflict(Conflict):
+    slug, title = "format-conflict", "The format could render an earlier number"
+
+
 class SeriesExhausted(Conflict):
     slug, title = "series-exhausted", "Series is exhausted"
 

@@ -3,7 +3,7 @@
 A gapless number is handed out only after the transaction that advanced the counter and recorded
 the number has committed, so every value a client sees is durable and none is skipped. One
 transaction per number would serialise every caller on the counter row's lock and on one WAL
-flush each. Instead, requests for the same (series, period) that arrive while a transaction is in
+flush each. Instead, requests for the same counter that arrive while a transaction is in
 flight wait in a queue; the next transaction serves the whole queue with one counter update, one
 ledger insert and one commit. Values follow the order of arrival within the process. If that
 transaction fails, every request in it fails and none is given a number.
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from app import counters, idempotency
+from app.definition import CounterKey
 from app.errors import NumberCollision, Problem, SeriesExhausted
 from app.issued import Claim, Issued, Outcome, Replayed, Request
 from app.ledger import record_numbers
@@ -48,11 +49,12 @@ class GaplessIssuer:
     def __init__(self, pool: asyncpg.Pool, idempotency_ttl_seconds: int) -> None:
         self._pool = pool
         self._ttl = idempotency_ttl_seconds
-        self._queues: dict[tuple[int, str], deque[_Waiter]] = {}
+        # Keyed by the definition's version too: a group never mixes two versions of its series.
+        self._queues: dict[tuple[int, int, CounterKey], deque[_Waiter]] = {}
         self._drains: set[asyncio.Task[None]] = set()  # the event loop keeps tasks only weakly
 
     async def issue(self, request: Request) -> Outcome:
-        key = (request.series.id, request.period)
+        key = (request.series.id, request.series.version, request.counter)
         waiter = _Waiter(request)
         queue = self._queues.get(key)
         if queue is None:
@@ -64,7 +66,7 @@ class GaplessIssuer:
             queue.append(waiter)
         return await waiter.future
 
-    async def _drain(self, key: tuple[int, str], queue: deque[_Waiter]) -> None:
+    async def _drain(self, key: tuple[int, int, CounterKey], queue: deque[_Waiter]) -> None:
         """Serve the queue group by group until it is empty, then let it go."""
         try:
             while queue:
@@ -104,7 +106,7 @@ class GaplessIssuer:
 
     async def _transaction(self, group: list[_Waiter]) -> list[Outcome]:
         series = group[0].request.series
-        period = group[0].request.period
+        counter = group[0].request.counter
         async with self._pool.acquire() as conn, conn.transaction():
             claims = [w.request.claim for w in group if w.request.claim is not None]
             won = await idempotency.claim(conn, series, claims, self._ttl) if claims else set()
@@ -112,7 +114,7 @@ class GaplessIssuer:
             total = sum(w.request.count for w in fresh)
             issued: dict[int, Issued] = {}
             if total:
-                last = await counters.advance(conn, series, period, total)
+                last = await counters.advance(conn, series, counter, total)
                 if last is None:
                     raise counters.exhausted(total)
                 values = iter(counters.run(last, total, series.step))
@@ -122,7 +124,7 @@ class GaplessIssuer:
                         issued[id(waiter)] = waiter.request.render(run)
                     except Problem as problem:
                         raise _RenderFailed(waiter, problem) from None
-                await record_numbers(conn, series, period, list(issued.values()))
+                await record_numbers(conn, series, counter, list(issued.values()))
                 await idempotency.store(
                     conn,
                     series,

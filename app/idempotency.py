@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 
 from app.database import Connection, Executor
+from app.definition import Series
 from app.issued import Claim, Replayed
-from app.series import Series
 
 KEY_PATTERN = r"^[\x20-\x7e]{1,255}$"  # printable ASCII
 REPLAYED_HEADER = "Idempotent-Replayed"

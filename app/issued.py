@@ -4,9 +4,9 @@ import datetime
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from app.definition import CounterKey, Series
 from app.errors import InvalidRequest
-from app.formatting import NumberTooLong, VariableError
-from app.series import Series
+from app.formatting import NumberTooLong, Template, VariableError
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,8 @@ Respond = Callable[[Issued], bytes]
 @dataclass(frozen=True, slots=True)
 class Request:
     series: Series
-    period: str
+    template: Template  # the format in force on the document's date
+    counter: CounterKey
     date: datetime.date
     count: int
     variables: Mapping[str, str]
@@ -51,10 +52,13 @@ class Request:
     # Builds the response body; for an idempotent request the same bytes are stored for replays.
     respond: Respond
 
+    @property
+    def period(self) -> str:
+        return self.counter.period
+
     def render(self, values: list[int]) -> Issued:
-        template = self.series.template
         try:
-            numbers = template.render_many(
+            numbers = self.template.render_many(
                 values,
                 date=self.date,
                 series=self.series.name,

@@ -1,34 +1,40 @@
 """The one entry point for issuing numbers, whatever the series' mode.
 
-It resolves the document date and period, checks what does not depend on the value (archived,
-variables, batch size), dispatches to the mode, and applies idempotency: a request whose key
-was already answered gets that answer back, byte for byte, and costs no number.
+It resolves the document date, the format in force on it and the counter the number belongs to,
+checks what does not depend on the value (archived, the date window, variables, batch size),
+dispatches to the mode, and applies idempotency: a request whose key was already answered gets
+that answer back, byte for byte, and costs no number.
+
+Dates are bounded to a window (settings ``earliest_date`` and ``latest_date``), and a format that
+shows the year as ``{YY}`` alone issues only for 2000-2099, so the period of every number can be
+read back from it: no two periods render alike.
 """
 
 import datetime
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import asyncpg
 
 from app import idempotency, metrics
+from app import series as series_sql
 from app.blocks import BlockIssuer
 from app.coalesce import Coalescer
 from app.database import Connection
+from app.definition import CounterKey, Series, StaleDefinition
 from app.errors import (
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     Problem,
     SeriesArchived,
+    Unavailable,
     field_error,
 )
 from app.gapless import GaplessIssuer
 from app.issued import Claim, Issued, Outcome, Replayed, Request, Respond
 from app.ledger import record_numbers
-from app.periods import period_key, today_in
 from app.sequences import SequenceIssuer
-from app.series import Series
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,124 +49,175 @@ class Answer:
 
 # What "now" is when a request names no date; replaceable so that tests can set the time.
 Clock = Callable[[], datetime.datetime]
+# Reads a series again after StaleDefinition: the catalog's fresh copy in the service.
+Reload = Callable[[Series], Awaitable[Series]]
+
+# How often one request reads its series again because an administrator changed it meanwhile.
+MAX_RELOADS = 5
 
 
 def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def document_date(
-    series: Series, date: datetime.date | None, now: datetime.datetime | None = None
-) -> datetime.date:
-    """The date a request names, else the date on a wall clock in the series' time zone."""
-    return date or today_in(series.timezone, now or utc_now())
+@dataclass(frozen=True, slots=True)
+class DateWindow:
+    """The document dates the service issues for; any other date is refused with a 422."""
+
+    earliest: datetime.date = datetime.date(2000, 1, 1)
+    latest: datetime.date = datetime.date(2099, 12, 31)
 
 
 class Issuer:
     def __init__(
-        self, pool: asyncpg.Pool, *, idempotency_ttl_seconds: int, clock: Clock = utc_now
+        self,
+        pool: asyncpg.Pool,
+        *,
+        idempotency_ttl_seconds: int,
+        reload: Reload | None = None,
+        window: DateWindow = DateWindow(),
+        clock: Clock = utc_now,
     ) -> None:
         self._pool = pool
         self._ttl = idempotency_ttl_seconds
+        self._reload = reload or self._read_again
+        self.window = window
         self.clock = clock
         self.gapless = GaplessIssuer(pool, idempotency_ttl_seconds)
         self.blocks = BlockIssuer(pool)
         self.sequences = SequenceIssuer()
         self._sequence_groups = Coalescer()
 
-    def request(
+    def current_period(self, series: Series) -> str:
+        """The period a request without a date issues in now."""
+        return series.current_period(self.clock())
+
+    async def issue(
         self,
         series: Series,
         *,
         count: int,
         date: datetime.date | None,
-        variables: dict[str, str],
+        variables: Mapping[str, str],
+        claim: Claim | None,
+        respond: Respond,
+    ) -> Answer:
+        """Issue ``count`` numbers, or replay the answer ``claim``'s key already got.
+
+        A request that read a definition changed since takes nothing (StaleDefinition) and runs
+        again on the series as it now is.
+        """
+        for _ in range(MAX_RELOADS):
+            try:
+                return await self._issue(series, count, date, variables, claim, respond)
+            except StaleDefinition:
+                series = await self._reload(series)
+        raise Unavailable("The series is being changed; retry shortly.")
+
+    async def _issue(
+        self,
+        series: Series,
+        count: int,
+        date: datetime.date | None,
+        variables: Mapping[str, str],
+        claim: Claim | None,
+        respond: Respond,
+    ) -> Answer:
+        try:
+            request = self._request(series, count, date, variables, claim, respond)
+        except Problem:
+            # A retry still gets the answer its key was given before the series changed.
+            stored = None
+            if claim is not None:
+                stored = await idempotency.fresh_answer(self._pool, series, claim, self._ttl)
+            if stored is None:
+                raise
+            return _replay(claim, stored)
+        outcome = await self._dispatch(request)
+        if isinstance(outcome, Replayed):
+            return _replay(claim, outcome)
+        metrics.count_issued(series, len(outcome.values))
+        return Answer(201, respond(outcome), False, outcome)
+
+    def _request(
+        self,
+        series: Series,
+        count: int,
+        date: datetime.date | None,
+        variables: Mapping[str, str],
         claim: Claim | None,
         respond: Respond,
     ) -> Request:
-        day = document_date(series, date, self.clock())
-        period = period_key(series.reset, day, series.fiscal_year_start)
-        return Request(series, period, day, count, variables, claim, respond)
+        """The request resolved against the series: its date, format and counter; or why the
+        series cannot serve it at all, whatever number it would get."""
+        if series.archived_at is not None:
+            raise SeriesArchived(f"Series {series.name!r} is archived and issues no numbers.")
+        day = date or series.today(self.clock())
+        window = self.window
+        if not window.earliest <= day <= window.latest:
+            raise field_error(
+                "date", f"must be from {window.earliest} to {window.latest} (the service's window)"
+            )
+        entry = series.format_for(day)
+        if entry.window is not None and not entry.window[0] <= day <= entry.window[1]:
+            raise field_error(
+                "date",
+                f"the format {entry.format!r} shows the year with two digits, which tells years "
+                f"apart only from {entry.window[0].year} to {entry.window[1].year}",
+            )
+        missing = sorted(entry.template.variables - variables.keys())
+        if missing:
+            raise field_error("variables", f"missing {', '.join(missing)}")
+        counter = series.counter(day, entry.template, variables)
+        return Request(series, entry.template, counter, day, count, variables, claim, respond)
 
-    def current_period(self, series: Series) -> str:
-        """The period a request without a date issues in now."""
-        today = document_date(series, None, self.clock())
-        return period_key(series.reset, today, series.fiscal_year_start)
-
-    async def issue(self, request: Request) -> Answer:
-        refusal = _refusal(request)
-        if refusal is not None:
-            # A retry still gets the answer its key was given before the series changed.
-            stored = None
-            if request.claim is not None:
-                stored = await idempotency.fresh_answer(
-                    self._pool, request.series, request.claim, self._ttl
-                )
-            if stored is None:
-                raise refusal
-            return _replay(request, stored)
-        outcome = await self._dispatch(request)
-        if isinstance(outcome, Replayed):
-            return _replay(request, outcome)
-        metrics.count_issued(request.series, len(outcome.values))
-        return Answer(201, request.respond(outcome), False, outcome)
+    async def _read_again(self, series: Series) -> Series:
+        return await series_sql.fetch(self._pool, series.tenant_id, series.name)
 
     async def _dispatch(self, request: Request) -> Outcome:
         mode = request.series.mode
         if mode == "gapless":
             return await self.gapless.issue(request)
-        series, period = request.series, request.period
+        series, counter = request.series, request.counter
         if request.claim is None and not series.ledger:
             if mode == "cached":
-                return request.render(await self.blocks.take(series, period, request.count))
-            fetch = functools.partial(self._sequence_values, series, period)
-            return request.render(
-                await self._sequence_groups.take((series.id, period), request.count, fetch)
-            )
+                return request.render(await self.blocks.take(series, counter, request.count))
+            fetch = functools.partial(self._sequence_values, series, counter)
+            group = (series.id, series.version, counter)
+            return request.render(await self._sequence_groups.take(group, request.count, fetch))
         async with self._pool.acquire() as conn:
             if request.claim is None:
                 return await self._take_and_record(conn, request)
             async with conn.transaction():
-                series, claim = request.series, request.claim
+                claim = request.claim
                 if not await idempotency.claim(conn, series, [claim], self._ttl):
                     return (await idempotency.replays(conn, series, [claim]))[claim.key]
                 issued = await self._take_and_record(conn, request)
                 await idempotency.store(conn, series, [(claim, request.respond(issued))])
                 return issued
 
-    async def _sequence_values(self, series: Series, period: str, count: int) -> list[int]:
+    async def _sequence_values(self, series: Series, counter: CounterKey, count: int) -> list[int]:
         async with self._pool.acquire() as conn:
-            return await self.sequences.take(conn, series, period, count)
+            return await self.sequences.take(conn, series, counter, count)
 
     async def _take_and_record(self, conn: Connection, request: Request) -> Issued:
-        series, period, count = request.series, request.period, request.count
+        series, counter, count = request.series, request.counter, request.count
         if series.mode == "sequence":
-            values = await self.sequences.take(conn, series, period, count)
+            values = await self.sequences.take(conn, series, counter, count)
         else:
-            values = await self.blocks.take(series, period, count, conn)
+            values = await self.blocks.take(series, counter, count, conn)
         issued = request.render(values)
         if series.ledger:
-            await record_numbers(conn, series, period, [issued])
+            await record_numbers(conn, series, counter, [issued])
         return issued
 
     async def close(self) -> None:
         await self.blocks.close()
 
 
-def _refusal(request: Request) -> Problem | None:
-    """Why the series cannot serve this request at all, whatever number it would get."""
-    series = request.series
-    if series.archived_at is not None:
-        return SeriesArchived(f"Series {series.name!r} is archived and issues no numbers.")
-    missing = sorted(series.template.variables - request.variables.keys())
-    if missing:
-        return field_error("variables", f"missing {', '.join(missing)}")
-    return None
-
-
-def _replay(request: Request, stored: Replayed) -> Answer:
-    assert request.claim is not None
-    if stored.request_hash != request.claim.request_hash:
+def _replay(claim: Claim | None, stored: Replayed) -> Answer:
+    assert claim is not None
+    if stored.request_hash != claim.request_hash:
         raise IdempotencyKeyReused(
             "This Idempotency-Key was used for a different request; use a new key."
         )

@@ -17,6 +17,7 @@ import asyncpg
 
 from app import audit
 from app.database import Connection, Executor
+from app.definition import CounterKey, Series
 from app.errors import (
     AlreadyVoided,
     InvalidRequest,
@@ -25,57 +26,70 @@ from app.errors import (
     NumberNotFound,
 )
 from app.issued import Issued
-from app.schemas import MAX_BIGINT, PERIOD_PATTERN, Gap, GapReport, LedgerEntry
-from app.series import Series
+from app.schemas import (
+    COUNTER_VARIABLES_PATTERN,
+    MAX_BIGINT,
+    PERIOD_PATTERN,
+    Gap,
+    GapReport,
+    LedgerEntry,
+    encode_variables,
+)
 
 INSERT_NUMBERS = """
-INSERT INTO numbers (series_id, period, value, number, date, issued_at)
-SELECT $1, $2, value, number, date, $6
-FROM unnest($3::bigint[], $4::text[], $5::date[]) AS u (value, number, date)
+INSERT INTO numbers (series_id, period, variables, value, number, date, issued_at)
+SELECT $1, $2, $3, value, number, date, $7
+FROM unnest($4::bigint[], $5::text[], $6::date[]) AS u (value, number, date)
 """
-# Keyset paging on the primary key: stable under concurrent inserts, no OFFSET scans.
-SELECT_PAGE = """
-SELECT value, number, period, date, status, issued_at, void_reason, voided_at
+ENTRY_COLUMNS = "value, number, period, variables, date, status, issued_at, void_reason, voided_at"
+# Keyset paging on the primary key: stable under concurrent inserts, no OFFSET scans. $2 and $3
+# filter by counter (period, variables), $4 by status.
+SELECT_PAGE = f"""
+SELECT {ENTRY_COLUMNS}
 FROM numbers
 WHERE series_id = $1
   AND ($2::text IS NULL OR period = $2)
-  AND ($3::text IS NULL OR status = $3)
-  AND (period, value) > ($4, $5)
-ORDER BY period, value
-LIMIT $6
+  AND ($3::text IS NULL OR variables = $3)
+  AND ($4::text IS NULL OR status = $4)
+  AND (period, variables, value) > ($5, $6, $7)
+ORDER BY period, variables, value
+LIMIT $8
 """
-VOID_NUMBER = """
+VOID_NUMBER = f"""
 UPDATE numbers SET status = 'voided', void_reason = $3, voided_at = now()
 WHERE series_id = $1 AND number = $2 AND status = 'issued'
-RETURNING value, number, period, date, status, issued_at, void_reason, voided_at
+RETURNING {ENTRY_COLUMNS}
 """
 NUMBER_EXISTS = "SELECT EXISTS (SELECT 1 FROM numbers WHERE series_id = $1 AND number = $2)"
 # Runs of missing values between consecutive recorded ones, plus before the first recorded.
 SELECT_GAPS = """
 WITH recorded AS (
     SELECT value, lag(value) OVER (ORDER BY value) AS previous
-    FROM numbers WHERE series_id = $1 AND period = $2
+    FROM numbers WHERE series_id = $1 AND period = $2 AND variables = $3
 )
-SELECT coalesce(previous + $4, $3) AS first, value - $4 AS last
+SELECT coalesce(previous + $5, $4) AS first, value - $5 AS last
 FROM recorded
-WHERE value > coalesce(previous + $4, $3)
+WHERE value > coalesce(previous + $5, $4)
 UNION ALL
-SELECT coalesce(max(value) + $4, $3), $5 FROM numbers WHERE series_id = $1 AND period = $2
-HAVING coalesce(max(value) + $4, $3) <= $5
+SELECT coalesce(max(value) + $5, $4), $6 FROM numbers
+WHERE series_id = $1 AND period = $2 AND variables = $3
+HAVING coalesce(max(value) + $5, $4) <= $6
 ORDER BY first
-LIMIT $6
+LIMIT $7
 """
-COUNTER_TOP = "SELECT last_value FROM counters WHERE series_id = $1 AND period = $2"
+COUNTER_TOP = """
+SELECT last_value FROM counters WHERE series_id = $1 AND period = $2 AND variables = $3
+"""
 SEQUENCE_TOP = """
 SELECT pg_sequence_last_value(('docnum_seq_' || id)::regclass)
-FROM counters WHERE series_id = $1 AND period = $2
+FROM counters WHERE series_id = $1 AND period = $2 AND variables = $3
 """
 
 MAX_GAP_RUNS = 10_000
 
 
 async def record_numbers(
-    conn: Connection, series: Series, period: str, issued: list[Issued]
+    conn: Connection, series: Series, counter: CounterKey, issued: list[Issued]
 ) -> None:
     """One statement for the whole group or batch, whatever its size.
 
@@ -90,7 +104,8 @@ async def record_numbers(
         await conn.execute(
             INSERT_NUMBERS,
             series.id,
-            period,
+            counter.period,
+            counter.variables,
             values,
             [n for item in issued for n in item.numbers],
             [item.date for item in issued for _ in item.values],
@@ -103,28 +118,31 @@ async def record_numbers(
         ) from None
 
 
-def encode_cursor(period: str, value: int) -> str:
-    raw = json.dumps([period, value]).encode()
+def encode_cursor(entry: LedgerEntry) -> str:
+    variables = encode_variables(entry.variables, entry.variables)
+    raw = json.dumps([entry.period, variables, entry.value]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None) -> tuple[str, int]:
+def decode_cursor(cursor: str | None) -> tuple[str, str, int]:
     if not cursor:
-        return "", -(2**63)
+        return "", "", -(2**63)
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        period, value = json.loads(raw)
+        period, variables, value = json.loads(raw)
     except (ValueError, TypeError, binascii.Error):
         raise InvalidRequest("cursor: not a cursor this service returned") from None
     # A cursor is client input like any other: it must decode to what encode_cursor can make.
     if (
         not isinstance(period, str)
         or re.fullmatch(PERIOD_PATTERN, period) is None
+        or not isinstance(variables, str)
+        or re.fullmatch(COUNTER_VARIABLES_PATTERN, variables) is None
         or type(value) is not int
         or not -MAX_BIGINT - 1 <= value <= MAX_BIGINT
     ):
         raise InvalidRequest("cursor: not a cursor this service returned")
-    return period, value
+    return period, variables, value
 
 
 async def page(
@@ -132,32 +150,44 @@ async def page(
     series: Series,
     *,
     period: str | None,
+    variables: str | None,
     status: str | None,
     cursor: str | None,
     limit: int,
 ) -> tuple[list[LedgerEntry], str | None]:
-    after_period, after_value = decode_cursor(cursor)
-    rows = await conn.fetch(
-        SELECT_PAGE, series.id, period, status, after_period, after_value, limit + 1
-    )
+    after = decode_cursor(cursor)
+    rows = await conn.fetch(SELECT_PAGE, series.id, period, variables, status, *after, limit + 1)
     entries = [LedgerEntry(**dict(row)) for row in rows[:limit]]
     more = len(rows) > limit
-    return entries, encode_cursor(entries[-1].period, entries[-1].value) if more else None
+    return entries, encode_cursor(entries[-1]) if more else None
 
 
 async def stream(
-    conn: Connection, series: Series, *, period: str | None, status: str | None
+    conn: Connection,
+    series: Series,
+    *,
+    period: str | None,
+    variables: str | None,
+    status: str | None,
 ) -> AsyncIterator[asyncpg.Record]:
     """Every matching row, read through a server-side cursor so memory stays flat."""
     async with conn.transaction():
         async for row in conn.cursor(
-            SELECT_PAGE, series.id, period, status, "", -(2**63), None, prefetch=1000
+            SELECT_PAGE,
+            series.id,
+            period,
+            variables,
+            status,
+            *decode_cursor(None),
+            None,
+            prefetch=1000,
         ):
             yield row
 
 
 CSV_COLUMNS = (
     "period",
+    "variables",
     "value",
     "number",
     "date",
@@ -169,14 +199,19 @@ CSV_COLUMNS = (
 
 
 async def csv_chunks(
-    pool: asyncpg.Pool, series: Series, *, period: str | None, status: str | None
+    pool: asyncpg.Pool,
+    series: Series,
+    *,
+    period: str | None,
+    variables: str | None,
+    status: str | None,
 ) -> AsyncIterator[str]:
     """The ledger as CSV, in chunks as rows arrive from a server-side cursor (API and portal)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
     async with pool.acquire() as conn:
-        async for row in stream(conn, series, period=period, status=status):
+        async for row in stream(conn, series, period=period, variables=variables, status=status):
             writer.writerow([row[c] for c in CSV_COLUMNS])
             if buffer.tell() > 65_536:
                 yield buffer.getvalue()
@@ -207,21 +242,22 @@ async def void(
     return LedgerEntry(**dict(row))
 
 
-async def gaps(conn: Executor, series: Series, period: str) -> GapReport:
-    """Values between start and the period's last value that the ledger does not hold."""
+async def gaps(conn: Executor, series: Series, counter: CounterKey) -> GapReport:
+    """Values between start and the counter's last value that the ledger does not hold."""
     top_sql = SEQUENCE_TOP if series.mode == "sequence" else COUNTER_TOP
-    top: int | None = await conn.fetchval(top_sql, series.id, period)
+    top: int | None = await conn.fetchval(top_sql, series.id, *counter)
     runs: list[Any] = []
     if top is not None:
         runs = await conn.fetch(
-            SELECT_GAPS, series.id, period, series.start, series.step, top, MAX_GAP_RUNS
+            SELECT_GAPS, series.id, *counter, series.start, series.step, top, MAX_GAP_RUNS
         )
     found = [
         Gap(first=r["first"], last=r["last"], count=(r["last"] - r["first"]) // series.step + 1)
         for r in runs
     ]
     return GapReport(
-        period=period,
+        period=counter.period,
+        variables=counter.variables,
         start=series.start,
         last_value=top,
         missing=sum(g.count for g in found),

@@ -5,9 +5,19 @@ in a browser as over HTTP.
 """
 
 import datetime
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from app.formatting import TemplateError, parse_template
 from app.periods import Reset, is_valid_timezone
@@ -31,6 +41,30 @@ Variables = dict[
 ]
 
 
+# A counter's variable values in one string, as the ledger stores them and the `variables` query
+# filter takes them: "name=value" pairs sorted by name, joined by ","; "" for none. Names and
+# values never contain "=" or ",", so the encoding is unambiguous.
+_PAIR = r"[A-Za-z0-9_-]{1,32}=[A-Za-z0-9_-]{1,32}"
+COUNTER_VARIABLES_PATTERN = rf"^({_PAIR}(,{_PAIR})*)?$"
+
+
+def encode_variables(names: Iterable[str], values: Mapping[str, str]) -> str:
+    """The variables part of a counter key; every name must have a value."""
+    return ",".join(f"{name}={values[name]}" for name in sorted(names))
+
+
+def decode_variables(encoded: str) -> dict[str, str]:
+    pairs = (item.partition("=") for item in encoded.split(",") if item)
+    return {name: value for name, _, value in pairs}
+
+
+def _decoded(value: object) -> object:
+    return decode_variables(value) if isinstance(value, str) else value
+
+
+CounterVariables = Annotated[dict[str, str], BeforeValidator(_decoded)]
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -49,16 +83,29 @@ def _check_timezone(value: str) -> str:
     return value
 
 
+# Each field's type and bounds, stated once: creating a series and changing one share them.
+Format = Annotated[
+    str,
+    Field(min_length=1, max_length=200, pattern=LINE_PATTERN),
+    AfterValidator(_check_format),
+]
+Start = Annotated[int, Field(ge=0, le=MAX_BIGINT)]
+Step = Annotated[int, Field(ge=1, le=1_000_000)]
+MaxValue = Annotated[int, Field(ge=1, le=MAX_BIGINT)]
+Timezone = Annotated[str, Field(max_length=64), AfterValidator(_check_timezone)]
+FiscalYearStart = Annotated[int, Field(ge=1, le=12)]
+BlockSize = Annotated[int, Field(ge=1, le=100_000)]
+Description = Annotated[str, Field(max_length=1000, pattern=TEXT_PATTERN)]
+
+
 class SeriesFields(StrictModel):
     """What defines a series, apart from its name; shared by create and update."""
 
-    format: str = Field(
-        min_length=1,
-        max_length=200,
-        pattern=LINE_PATTERN,
+    format: Format = Field(
         examples=["INV-{YYYY}-{seq:06}"],
         description="Literal text and tokens: {seq} {seq:06} {YYYY} {YY} {MM} {DD} {Q} {FY} "
-        "{series} {var:NAME}; {{ and }} are literal braces.",
+        "{series} {var:NAME}; {{ and }} are literal braces. {YY} alone (no {YYYY} or {FY}) "
+        "issues only for dates in 2000-2099 when the counter resets.",
     )
     mode: Mode = Field(
         default="gapless",
@@ -66,20 +113,24 @@ class SeriesFields(StrictModel):
         "cached: blocks served from memory, fastest, may skip on restart.",
     )
     reset: Reset = Field(default="never", description="When the counter starts again.")
-    start: int = Field(default=1, ge=0, le=MAX_BIGINT)
-    step: int = Field(default=1, ge=1, le=1_000_000)
-    max_value: int | None = Field(default=None, ge=1, le=MAX_BIGINT)
-    timezone: str = Field(default="UTC", max_length=64, description="IANA name; decides 'today'.")
-    fiscal_year_start: int = Field(default=1, ge=1, le=12, description="Month the year starts.")
-    block_size: int = Field(default=100, ge=1, le=100_000, description="cached mode only.")
+    start: Start = 1
+    step: Step = 1
+    max_value: MaxValue | None = None
+    timezone: Timezone = Field(default="UTC", description="IANA name; decides 'today'.")
+    fiscal_year_start: FiscalYearStart = Field(default=1, description="Month the year starts.")
+    block_size: BlockSize = Field(default=100, description="cached mode only.")
     ledger: bool | None = Field(
         default=None,
         description="Record every number. Always on for gapless; default off for the others.",
     )
-    description: str = Field(default="", max_length=1000, pattern=TEXT_PATTERN)
-
-    _format = field_validator("format")(_check_format)
-    _timezone = field_validator("timezone")(_check_timezone)
+    description: Description = ""
+    shared_counter: bool = Field(
+        default=False,
+        description="false (default): each combination of period and {var:...} values counts "
+        "on its own (PO-BR07-0001, PO-BR08-0001, PO-BR07-0002), so every sequence a reader "
+        "sees is gapless. true: one counter per period for all variable values, where the "
+        "business wants numbers to run across them (PO-BR07-0001, PO-BR08-0002).",
+    )
 
 
 class SeriesCreate(SeriesFields):
@@ -101,30 +152,35 @@ class SeriesCreate(SeriesFields):
 
 
 class SeriesUpdate(StrictModel):
-    """Any subset of the fields; mode, reset, start, step and fiscal_year_start only before use."""
+    """Any subset of the fields; mode, reset, start, step, fiscal_year_start and shared_counter
+    only before the first number."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {"format": "INV/{YYYY}/{seq:06}", "description": "Outgoing invoices, new layout"}
+                {"format": "INV/{YYYY}/{seq:06}", "effective_from": "2027-01-01"},
+                {"description": "Outgoing invoices, new layout"},
             ]
         }
     )
 
-    format: str | None = Field(default=None, min_length=1, max_length=200, pattern=LINE_PATTERN)
+    format: Format | None = None
+    effective_from: datetime.date | None = Field(
+        default=None,
+        description="With format: the first document date the new format applies to; earlier "
+        "dates keep the format they had. Left out: every date, from now on.",
+    )
     mode: Mode | None = None
     reset: Reset | None = None
-    start: int | None = Field(default=None, ge=0, le=MAX_BIGINT)
-    step: int | None = Field(default=None, ge=1, le=1_000_000)
-    max_value: int | None = Field(default=None, ge=1, le=MAX_BIGINT)
-    timezone: str | None = Field(default=None, max_length=64)
-    fiscal_year_start: int | None = Field(default=None, ge=1, le=12)
-    block_size: int | None = Field(default=None, ge=1, le=100_000)
+    start: Start | None = None
+    step: Step | None = None
+    max_value: MaxValue | None = None
+    timezone: Timezone | None = None
+    fiscal_year_start: FiscalYearStart | None = None
+    block_size: BlockSize | None = None
     ledger: bool | None = None
-    description: str | None = Field(default=None, max_length=1000, pattern=TEXT_PATTERN)
-
-    _format = field_validator("format")(lambda v: v if v is None else _check_format(v))
-    _timezone = field_validator("timezone")(lambda v: v if v is None else _check_timezone(v))
+    description: Description | None = None
+    shared_counter: bool | None = None
 
     @field_validator("*")
     @classmethod
@@ -135,10 +191,28 @@ class SeriesUpdate(StrictModel):
             raise ValueError("cannot be null; leave the field out to keep its value")
         return value
 
+    @model_validator(mode="after")
+    def _effective_from_dates_a_format(self) -> "SeriesUpdate":
+        if "effective_from" in self.model_fields_set and "format" not in self.model_fields_set:
+            raise ValueError("effective_from dates a new format; send format with it")
+        return self
 
-class PeriodValue(BaseModel):
+
+class CounterValue(BaseModel):
     period: str
+    variables: CounterVariables = Field(
+        description="The {var:...} values this counter is kept for ({} when shared or none)."
+    )
     last_value: int | None
+
+
+class FormatOut(BaseModel):
+    format: str
+    effective_from: datetime.date | None = Field(
+        description="Documents dated from this day on render with this format, until a format "
+        "set later covers their date; null: every date."
+    )
+    set_at: datetime.datetime
 
 
 SERIES_EXAMPLE: dict[str, Any] = {
@@ -157,7 +231,11 @@ SERIES_EXAMPLE: dict[str, Any] = {
     "archived": False,
     "created_at": "2026-01-05T09:00:00Z",
     "updated_at": "2026-01-05T09:00:00Z",
-    "periods": [{"period": "2026", "last_value": 123}],
+    "shared_counter": False,
+    "formats": [
+        {"format": "INV-{YYYY}-{seq:06}", "effective_from": None, "set_at": "2026-01-05T09:00:00Z"}
+    ],
+    "counters": [{"period": "2026", "variables": {}, "last_value": 123}],
 }
 
 
@@ -176,11 +254,15 @@ class SeriesOut(BaseModel):
     block_size: int
     ledger: bool
     description: str
+    shared_counter: bool
     archived: bool
     created_at: datetime.datetime
     updated_at: datetime.datetime
-    periods: list[PeriodValue] | None = Field(
-        default=None, description="Last value per period (for cached: the last value reserved)."
+    formats: list[FormatOut] = Field(description="Every format the series had, oldest first.")
+    counters: list[CounterValue] | None = Field(
+        default=None,
+        description="Last value per counter: per period and variable values (for cached: the "
+        "last value reserved).",
     )
 
 
@@ -276,6 +358,7 @@ class LedgerEntry(BaseModel):
                     "value": 123,
                     "number": "INV-2026-000123",
                     "period": "2026",
+                    "variables": {},
                     "date": "2026-03-31",
                     "status": "voided",
                     "issued_at": "2026-03-31T14:05:09.123456Z",
@@ -289,6 +372,9 @@ class LedgerEntry(BaseModel):
     value: int
     number: str
     period: str
+    variables: CounterVariables = Field(
+        description="The {var:...} values of the number's counter ({} when shared or none)."
+    )
     date: datetime.date
     status: NumberStatus
     issued_at: datetime.datetime
@@ -306,6 +392,7 @@ class LedgerPage(BaseModel):
                             "value": 123,
                             "number": "INV-2026-000123",
                             "period": "2026",
+                            "variables": {},
                             "date": "2026-03-31",
                             "status": "issued",
                             "issued_at": "2026-03-31T14:05:09.123456Z",
@@ -343,6 +430,7 @@ class GapReport(BaseModel):
             "examples": [
                 {
                     "period": "2026",
+                    "variables": {},
                     "start": 1,
                     "last_value": 130,
                     "missing": 2,
@@ -353,6 +441,7 @@ class GapReport(BaseModel):
     )
 
     period: str
+    variables: CounterVariables
     start: int
     last_value: int | None
     missing: int

@@ -1,31 +1,38 @@
-"""Sequence issuing: one PostgreSQL sequence per (series, period), advanced with ``nextval``.
+"""Sequence issuing: one PostgreSQL sequence per (series, counter key), advanced with ``nextval``.
 
 Unique and fast, but a value taken by a request that then fails is gone: sequences never roll
 back. The sequence is created on first use, inside a transaction that holds the counter row's
 lock, so racing first requests create it once. Its name comes from the counter row's id, never
-from anything a client sent.
+from anything a client sent. Creating the counter row holds the series row FOR KEY SHARE and checks
+the definition's version, like every statement that takes values (app.counters): a request that
+read a definition changed since (say, from sequence to gapless mode before the first number)
+creates nothing and starts again. Once the counter row exists, the series' structural fields can
+no longer change, so ``nextval`` itself needs no such check.
 
 A request for more values than are left below max_value is refused before any is taken, in the
 same statement, so a batch that does not fit leaves the rest to smaller requests. Only two
 batches racing for the very last values can still use some up and fail.
 """
 
-from typing import TYPE_CHECKING
-
 import asyncpg
 
 from app import counters
 from app.database import Connection
+from app.definition import CounterKey, Series, StaleDefinition
 
-if TYPE_CHECKING:  # app.series calls set_ceiling, so it cannot be imported here at run time
-    from app.series import Series
-
+# No row when the definition is stale ($4 is not the series' version).
 ENSURE_COUNTER = """
-INSERT INTO counters AS c (series_id, period, last_value) VALUES ($1, $2, 0)
-ON CONFLICT (series_id, period) DO UPDATE SET last_value = c.last_value
+WITH definition AS (SELECT version FROM series WHERE id = $1 FOR KEY SHARE)
+INSERT INTO counters AS c (series_id, period, variables, last_value)
+SELECT $1, $2, $3, 0 FROM definition WHERE definition.version = $4
+ON CONFLICT (series_id, period, variables) DO UPDATE SET last_value = c.last_value
 RETURNING id
 """
-FIND_COUNTER = "SELECT id FROM counters WHERE series_id = $1 AND period = $2"
+# The counter's id, or NULL when there is none yet; no row at all when the definition is stale.
+FIND_COUNTER = """
+SELECT (SELECT id FROM counters WHERE series_id = $1 AND period = $2 AND variables = $3)
+FROM series WHERE id = $1 AND version = $4
+"""
 # The room check reads the sequence's own ceiling and runs once, before the first nextval.
 NEXT_VALUES = """
 WITH room AS MATERIALIZED (
@@ -42,7 +49,7 @@ def sequence_name(counter_id: int) -> str:
     return f"docnum_seq_{counter_id}"
 
 
-def create_sequence_sql(counter_id: int, series: "Series") -> str:
+def create_sequence_sql(counter_id: int, series: Series) -> str:
     """DDL takes no parameters; every part of this statement is an integer we computed."""
     return (
         f"CREATE SEQUENCE IF NOT EXISTS {sequence_name(counter_id)} AS bigint "
@@ -51,7 +58,7 @@ def create_sequence_sql(counter_id: int, series: "Series") -> str:
     )
 
 
-async def set_ceiling(conn: Connection, series: "Series") -> None:
+async def set_ceiling(conn: Connection, series: Series) -> None:
     """After max_value changed: every sequence of the series stops at its new highest value."""
     for counter_id in [row["id"] for row in await conn.fetch(SERIES_COUNTERS, series.id)]:
         await conn.execute(
@@ -61,11 +68,13 @@ async def set_ceiling(conn: Connection, series: "Series") -> None:
 
 class SequenceIssuer:
     def __init__(self) -> None:
-        self._names: dict[tuple[int, str], str] = {}
+        self._names: dict[tuple[int, CounterKey], str] = {}
 
-    async def take(self, conn: Connection, series: "Series", period: str, count: int) -> list[int]:
+    async def take(
+        self, conn: Connection, series: Series, key: CounterKey, count: int
+    ) -> list[int]:
         """``count`` unique values; in a batch they may interleave with other callers'."""
-        name = self._names.get((series.id, period)) or await self._ensure(conn, series, period)
+        name = self._names.get((series.id, key)) or await self._ensure(conn, series, key)
         try:
             values = [row[0] for row in await conn.fetch(NEXT_VALUES, name, count)]
         except asyncpg.SequenceGeneratorLimitExceededError:
@@ -74,14 +83,23 @@ class SequenceIssuer:
             raise counters.exhausted(count)
         return sorted(values)
 
-    async def _ensure(self, conn: Connection, series: "Series", period: str) -> str:
-        counter_id = await conn.fetchval(FIND_COUNTER, series.id, period)
+    async def _ensure(self, conn: Connection, series: Series, key: CounterKey) -> str:
+        found = await conn.fetchrow(
+            FIND_COUNTER, series.id, key.period, key.variables, series.version
+        )
+        if found is None:
+            raise StaleDefinition(series.name)
+        counter_id = found[0]
         if counter_id is None:
             async with conn.transaction():
-                counter_id = await conn.fetchval(ENSURE_COUNTER, series.id, period)
+                counter_id = await conn.fetchval(
+                    ENSURE_COUNTER, series.id, key.period, key.variables, series.version
+                )
+                if counter_id is None:
+                    raise StaleDefinition(series.name)
                 await conn.execute(create_sequence_sql(counter_id, series))
             # The caller's transaction may not have committed it yet, or may roll it back: other
             # requests learn the name once they find the row committed.
             return sequence_name(counter_id)
-        name = self._names[(series.id, period)] = sequence_name(counter_id)
+        name = self._names[(series.id, key)] = sequence_name(counter_id)
         return name

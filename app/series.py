@@ -1,8 +1,22 @@
-"""Series definitions: their SQL, their rules, and the in-memory form the issuing code uses."""
+"""Series administration: the SQL of series and their format history, and the rules of a change.
+
+Invariants, and why they hold:
+
+- **No rendered number twice over a series' life.** A new format is accepted only when nothing it
+  can render could be rendered, for another counter or another value, by any format the series
+  ever had (``find_collision``, which refuses when unsure). Formats are never forgotten: documents
+  dated before a change keep rendering with the old one, and a number issued by a format that was
+  replaced still exists.
+- **Structural fields change only before the first number.** Once a counter exists, changing
+  mode, reset, start, step, fiscal_year_start or shared_counter could hand a value out again or
+  under another key. The check and the change run under the series row's ``FOR UPDATE`` lock, and
+  every statement that creates or advances a counter holds the row ``FOR KEY SHARE`` and checks the
+  definition's version (``app.definition``), so a counter cannot appear between the check and the
+  change, nor be advanced afterwards by a request that read the old definition.
+"""
 
 import datetime
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -10,55 +24,67 @@ from pydantic import ValidationError
 
 from app import audit, sequences
 from app.database import Connection, Executor
-from app.errors import SeriesExists, SeriesInUse, SeriesNotFound, field_error, invalid_fields
-from app.formatting import Template, TemplateError, check_template, parse_template
-from app.periods import Reset
-from app.schemas import (
-    MAX_BIGINT,
-    SERIES_NAME_PATTERN,
-    Mode,
-    PeriodValue,
-    SeriesCreate,
-    SeriesFields,
-    SeriesOut,
-    SeriesUpdate,
+from app.definition import FIELD_NAMES, Format, Series
+from app.errors import (
+    FormatConflict,
+    SeriesExists,
+    SeriesInUse,
+    SeriesNotFound,
+    field_error,
+    invalid_fields,
 )
+from app.formatting import TemplateError, check_template, find_collision, parse_template
+from app.schemas import SERIES_NAME_PATTERN, CounterValue, SeriesCreate, SeriesFields, SeriesUpdate
 
 # Fields whose change after the first number would make issued numbers ambiguous or repeatable.
-STRUCTURAL_FIELDS = ("mode", "reset", "start", "step", "fiscal_year_start")
+STRUCTURAL_FIELDS = ("mode", "reset", "start", "step", "fiscal_year_start", "shared_counter")
 
 # Sent in the transaction that changes a series, so other processes drop their cached copy.
 SERIES_CHANNEL = "docnum_series"
 
-COLUMNS = """id, tenant_id, name, format, mode, reset, start, step, max_value, timezone,
-    fiscal_year_start, block_size, ledger, description, created_at, updated_at, archived_at"""
+_ROW_COLUMNS = ("id", "tenant_id", "name", *FIELD_NAMES, "version", "created_at", "updated_at")
+COLUMNS = ", ".join(f"s.{column}" for column in (*_ROW_COLUMNS, "archived_at"))
+# A series with its format history, oldest first, as three parallel arrays.
+SELECT_WITH_FORMATS = f"""
+SELECT {COLUMNS}, f.formats, f.effective_froms, f.set_ats
+FROM series AS s
+CROSS JOIN LATERAL (
+    SELECT array_agg(format ORDER BY id) AS formats,
+           array_agg(effective_from ORDER BY id) AS effective_froms,
+           array_agg(set_at ORDER BY id) AS set_ats
+    FROM series_formats WHERE series_id = s.id
+) AS f
+"""
 
 INSERT_SERIES = f"""
-INSERT INTO series (tenant_id, name, format, mode, reset, start, step, max_value, timezone,
-                    fiscal_year_start, block_size, ledger, description)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+INSERT INTO series (tenant_id, name, {", ".join(FIELD_NAMES)})
+VALUES ($1, $2, {", ".join(f"${i}" for i in range(3, 3 + len(FIELD_NAMES)))})
 ON CONFLICT (tenant_id, name) DO NOTHING
-RETURNING {COLUMNS}
+RETURNING id
 """
-SELECT_SERIES = f"SELECT {COLUMNS} FROM series WHERE tenant_id = $1 AND name = $2"
-# Taken before a change so two admins cannot interleave a check and an update.
-LOCK_SERIES = SELECT_SERIES + " FOR UPDATE"
-LIST_SERIES = f"""
-SELECT {COLUMNS} FROM series
-WHERE tenant_id = $1 AND name > $2 AND (archived_at IS NULL OR $3)
-ORDER BY name LIMIT $4
+INSERT_FORMAT = "INSERT INTO series_formats (series_id, format, effective_from) VALUES ($1, $2, $3)"
+SELECT_SERIES = SELECT_WITH_FORMATS + " WHERE s.tenant_id = $1 AND s.name = $2"
+SELECT_SERIES_BY_ID = SELECT_WITH_FORMATS + " WHERE s.id = $1"
+# Taken before a change so two admins cannot interleave a check and an update, and so that no
+# issuing statement (which holds the row FOR KEY SHARE) runs between them.
+LOCK_SERIES = "SELECT id FROM series WHERE tenant_id = $1 AND name = $2 FOR UPDATE"
+LIST_SERIES = (
+    SELECT_WITH_FORMATS
+    + """
+WHERE s.tenant_id = $1 AND s.name > $2 AND (s.archived_at IS NULL OR $3)
+ORDER BY s.name LIMIT $4
 """
+)
+# Every change makes a new version of the definition, even one that leaves the fields as they were
+# (a new format with a date).
 UPDATE_SERIES = f"""
-UPDATE series SET format = $2, mode = $3, reset = $4, start = $5, step = $6, max_value = $7,
-    timezone = $8, fiscal_year_start = $9, block_size = $10, ledger = $11, description = $12,
-    updated_at = now()
+UPDATE series SET {", ".join(f"{name} = ${i}" for i, name in enumerate(FIELD_NAMES, 2))},
+    version = version + 1, updated_at = now()
 WHERE id = $1
-RETURNING {COLUMNS}
 """
-ARCHIVE_SERIES = f"""
-UPDATE series SET archived_at = now(), updated_at = now()
+ARCHIVE_SERIES = """
+UPDATE series SET archived_at = now(), updated_at = now(), version = version + 1
 WHERE id = $1 AND archived_at IS NULL
-RETURNING {COLUMNS}
 """
 HAS_COUNTERS = "SELECT EXISTS (SELECT 1 FROM counters WHERE series_id = $1)"
 # A counter's last value, $2 being the series' mode: for sequence mode it lives in the PostgreSQL
@@ -66,63 +92,30 @@ HAS_COUNTERS = "SELECT EXISTS (SELECT 1 FROM counters WHERE series_id = $1)"
 LAST_VALUE = """CASE WHEN $2 = 'sequence'
             THEN pg_sequence_last_value(('docnum_seq_' || id)::regclass)
             ELSE last_value END"""
-SELECT_PERIODS = f"""
-SELECT period, {LAST_VALUE} AS last_value
-FROM counters WHERE series_id = $1 ORDER BY period
+SELECT_COUNTERS = f"""
+SELECT period, variables, {LAST_VALUE} AS last_value
+FROM counters WHERE series_id = $1 ORDER BY period, variables
 """
 HIGHEST_VALUE = f"SELECT max({LAST_VALUE}) FROM counters WHERE series_id = $1"
 NOTIFY_CHANGE = "SELECT pg_notify($1, $2)"
 
 
-@dataclass(frozen=True, slots=True)
-class Series:
-    """A series as the issuing code sees it: a database row plus its template, parsed once."""
-
-    id: int
-    tenant_id: int
-    name: str
-    format: str
-    mode: Mode
-    reset: Reset
-    start: int
-    step: int
-    max_value: int | None
-    timezone: str
-    fiscal_year_start: int
-    block_size: int
-    ledger: bool
-    description: str
-    created_at: datetime.datetime
-    updated_at: datetime.datetime
-    archived_at: datetime.datetime | None
-    template: Template
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> "Series":
-        return cls(**dict(row), template=parse_template(row["format"]))
-
-    @property
-    def highest_value(self) -> int:
-        """The last value the series may issue: max_value (or the bigint limit) on the step grid."""
-        ceiling = MAX_BIGINT if self.max_value is None else self.max_value
-        return self.start + (ceiling - self.start) // self.step * self.step
-
-    def fields(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in SeriesFields.model_fields}
-
-    def to_out(self, periods: list[PeriodValue] | None = None) -> SeriesOut:
-        return SeriesOut(
-            **{name: getattr(self, name) for name in SeriesOut.model_fields if hasattr(self, name)},
-            archived=self.archived_at is not None,
-            periods=periods,
-        )
+def from_row(row: asyncpg.Record) -> Series:
+    history = zip(row["formats"], row["effective_froms"], row["set_ats"], strict=True)
+    formats = tuple(Format.of(f, since, at, row["reset"]) for f, since, at in history)
+    return Series.model_construct(
+        **{column: row[column] for column in _ROW_COLUMNS},
+        archived_at=row["archived_at"],
+        formats=formats,
+    )
 
 
 def checked_fields(fields: SeriesFields, name: str) -> SeriesFields:
     """Apply the rules that span fields; return the fields with the ledger default resolved.
 
-    The template must tell the periods apart (a yearly series needs a year in its numbers),
-    otherwise two periods would render the same number.
+    The template must tell the periods apart (a yearly series needs a year in its numbers), and
+    tell counters apart: with a counter per variable values, two variable values must never render
+    alike.
     """
     if fields.max_value is not None and fields.max_value < fields.start:
         raise field_error("max_value", "must be at least start")
@@ -135,6 +128,7 @@ def checked_fields(fields: SeriesFields, name: str) -> SeriesFields:
             fiscal_year_start=fields.fiscal_year_start,
             series=name,
             max_value=fields.max_value,
+            variables_in_key=not fields.shared_counter,
         )
     except TemplateError as error:
         raise field_error("format", str(error)) from None
@@ -142,28 +136,35 @@ def checked_fields(fields: SeriesFields, name: str) -> SeriesFields:
     return fields.model_copy(update={"ledger": ledger})
 
 
+def check_new_format(series: Series, fields: SeriesFields) -> None:
+    """Refuse a format that could render a string some earlier format of the series could."""
+    new = parse_template(fields.format)
+    for earlier in dict.fromkeys(entry.format for entry in series.formats):
+        collision = find_collision(
+            parse_template(earlier),
+            new,
+            series=series.name,
+            variables_in_key=not fields.shared_counter,
+        )
+        if collision is not None:
+            raise FormatConflict(
+                f"{collision.reason}. Earlier formats stay in use for the numbers they issued "
+                "(and for earlier dates), so a new format must not be able to render what they "
+                "can: add a literal prefix or separator that no earlier format has, or start a "
+                "new series."
+            )
+
+
 async def create(conn: Connection, tenant_id: int, body: SeriesCreate, *, actor: str) -> Series:
     fields = checked_fields(body, body.name)
     async with conn.transaction():
-        row = await conn.fetchrow(
-            INSERT_SERIES,
-            tenant_id,
-            body.name,
-            fields.format,
-            fields.mode,
-            fields.reset,
-            fields.start,
-            fields.step,
-            fields.max_value,
-            fields.timezone,
-            fields.fiscal_year_start,
-            fields.block_size,
-            fields.ledger,
-            fields.description,
+        series_id = await conn.fetchval(
+            INSERT_SERIES, tenant_id, body.name, *(getattr(fields, n) for n in FIELD_NAMES)
         )
-        if row is None:
+        if series_id is None:
             raise SeriesExists(f"A series named {body.name!r} already exists.")
-        series = Series.from_row(row)
+        await conn.execute(INSERT_FORMAT, series_id, fields.format, None)
+        series = await _by_id(conn, series_id)
         await audit.record(
             conn,
             tenant_id=tenant_id,
@@ -185,12 +186,18 @@ async def fetch(conn: Executor, tenant_id: int, name: str) -> Series:
     row = await conn.fetchrow(SELECT_SERIES, tenant_id, name) if _may_exist(name) else None
     if row is None:
         raise SeriesNotFound(f"No series named {name!r}.")
-    return Series.from_row(row)
+    return from_row(row)
 
 
-async def periods(conn: Executor, series: Series) -> list[PeriodValue]:
-    rows = await conn.fetch(SELECT_PERIODS, series.id, series.mode)
-    return [PeriodValue(period=r["period"], last_value=r["last_value"]) for r in rows]
+async def _by_id(conn: Executor, series_id: int) -> Series:
+    row = await conn.fetchrow(SELECT_SERIES_BY_ID, series_id)
+    assert row is not None
+    return from_row(row)
+
+
+async def counters(conn: Executor, series: Series) -> list[CounterValue]:
+    rows = await conn.fetch(SELECT_COUNTERS, series.id, series.mode)
+    return [CounterValue(**dict(row)) for row in rows]
 
 
 async def page(
@@ -202,48 +209,59 @@ async def page(
     include_archived: bool,
 ) -> list[Series]:
     rows = await conn.fetch(LIST_SERIES, tenant_id, after, include_archived, limit)
-    return [Series.from_row(row) for row in rows]
+    return [from_row(row) for row in rows]
 
 
 async def update(
     conn: Connection, tenant_id: int, name: str, patch: SeriesUpdate, *, actor: str
 ) -> Series:
     changes = patch.model_dump(exclude_unset=True)
+    effective_from: datetime.date | None = changes.pop("effective_from", None)
     if changes.get("mode") == "gapless" and changes.get("ledger") is None:
         changes["ledger"] = True  # becoming gapless turns the ledger on, as creating one does
     async with conn.transaction():
-        current = Series.from_row(await _locked(conn, tenant_id, name))
+        current = await _locked(conn, tenant_id, name)
         old = current.fields()
         try:
             merged = SeriesFields.model_validate({**old, **changes})
         except ValidationError as error:  # an explicit null for a field that needs a value
             raise invalid_fields(error.errors()) from None
         new = checked_fields(merged, name)
-        changed = {k: v for k, v in new.model_dump().items() if old[k] != v}
+        changed: dict[str, Any] = {
+            k: v for k, v in new.model_dump().items() if k in FIELD_NAMES and old[k] != v
+        }
+        new_format = "format" in changed
         structural = sorted(set(changed) & set(STRUCTURAL_FIELDS))
-        if structural and await conn.fetchval(HAS_COUNTERS, current.id):
+        in_use = await conn.fetchval(HAS_COUNTERS, current.id)
+        if structural and in_use:
             raise SeriesInUse(
                 f"{', '.join(structural)} cannot change once numbers were issued; "
                 "create a new series instead."
             )
+        if new_format:
+            check_new_format(current, new)
         if "max_value" in changed and new.max_value is not None:
             highest = await conn.fetchval(HIGHEST_VALUE, current.id, current.mode)
             if highest is not None and new.max_value < highest:
                 raise field_error("max_value", f"{highest} was already issued or reserved")
-        if not changed:
+        if not changed and not new_format:
             return current
-        row = await conn.fetchrow(UPDATE_SERIES, current.id, *new.model_dump().values())
-        assert row is not None
-        changed_series = Series.from_row(row)
+        await conn.execute(UPDATE_SERIES, current.id, *(getattr(new, n) for n in FIELD_NAMES))
+        if new_format:
+            await conn.execute(INSERT_FORMAT, current.id, new.format, effective_from)
+        changed_series = await _by_id(conn, current.id)
         if changed_series.mode == "sequence" and "max_value" in changed:
             await sequences.set_ceiling(conn, changed_series)
+        details: dict[str, Any] = {k: {"old": old[k], "new": v} for k, v in changed.items()}
+        if effective_from is not None:
+            details["effective_from"] = effective_from.isoformat()
         await audit.record(
             conn,
             tenant_id=tenant_id,
             actor=actor,
             action="series.changed",
             series=name,
-            details={k: {"old": old[k], "new": v} for k, v in changed.items()},
+            details=details,
         )
         await conn.execute(NOTIFY_CHANGE, SERIES_CHANNEL, f"{tenant_id}:{name}")
     return changed_series
@@ -253,7 +271,7 @@ async def archive(conn: Connection, tenant_id: int, name: str, *, actor: str) ->
     """Stop issuing from a series; what it issued stays. Archiving twice changes nothing."""
     async with conn.transaction():
         current = await _locked(conn, tenant_id, name)
-        if await conn.fetchrow(ARCHIVE_SERIES, current["id"]) is None:
+        if await conn.execute(ARCHIVE_SERIES, current.id) != "UPDATE 1":
             return
         await audit.record(
             conn, tenant_id=tenant_id, actor=actor, action="series.archived", series=name
@@ -261,10 +279,9 @@ async def archive(conn: Connection, tenant_id: int, name: str, *, actor: str) ->
         await conn.execute(NOTIFY_CHANGE, SERIES_CHANNEL, f"{tenant_id}:{name}")
 
 
-async def _locked(conn: Connection, tenant_id: int, name: str) -> asyncpg.Record:
-    row: asyncpg.Record | None = (
-        await conn.fetchrow(LOCK_SERIES, tenant_id, name) if _may_exist(name) else None
-    )
-    if row is None:
+async def _locked(conn: Connection, tenant_id: int, name: str) -> Series:
+    """The series, read after taking its row FOR UPDATE (so the read sees the latest version)."""
+    series_id = await conn.fetchval(LOCK_SERIES, tenant_id, name) if _may_exist(name) else None
+    if series_id is None:
         raise SeriesNotFound(f"No series named {name!r}.")
-    return row
+    return await _by_id(conn, series_id)

@@ -13,7 +13,7 @@ from app import idempotency
 from app.auth import Authenticator
 from app.catalog import SeriesCatalog
 from app.database import create_pool, database_url
-from app.issuing import Issuer
+from app.issuing import DateWindow, Issuer
 from app.migrate import migrate
 from app.settings import Settings
 
@@ -40,11 +40,17 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             applied = await migrate(conn)
         if applied:
             logger.info("applied migrations: %s", ", ".join(applied))
+        catalog = SeriesCatalog(pool, url)
         services = Services(
             settings=settings,
             pool=pool,
-            catalog=SeriesCatalog(pool, url),
-            issuer=Issuer(pool, idempotency_ttl_seconds=settings.idempotency_ttl_seconds),
+            catalog=catalog,
+            issuer=Issuer(
+                pool,
+                idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+                reload=catalog.fresh,
+                window=DateWindow(settings.earliest_date, settings.latest_date),
+            ),
             auth=Authenticator(pool, settings.auth_cache_seconds),
         )
         await services.catalog.start()

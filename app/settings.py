@@ -4,6 +4,7 @@ Names are ``DOCNUM_<FIELD>`` (for example ``DOCNUM_PORT``), except ``DATABASE_UR
 name every PostgreSQL tool already uses.
 """
 
+import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -52,6 +53,14 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     auth_cache_seconds: float = Field(
         default=5.0, ge=0, description="How long a verified key is trusted before it is re-read."
+    )
+    earliest_date: datetime.date = Field(
+        default=datetime.date(2000, 1, 1),
+        description="The earliest document date issued for; earlier dates get 422.",
+    )
+    latest_date: datetime.date = Field(
+        default=datetime.date(2099, 12, 31),
+        description="The latest document date issued for; later dates get 422.",
     )
     demo: bool = Field(
         default=True,

@@ -12,7 +12,7 @@ from app.counters import ADVANCE_COUNTER
 from app.issuing import Issuer
 from app.ledger import INSERT_NUMBERS
 from app.settings import Settings
-from tests.support import Tenant, assert_problem, create_series, plain_request, recording_pool
+from tests.support import Tenant, assert_problem, create_series, issue_plain, recording_pool
 
 MODES = ["gapless", "sequence", "cached"]
 
@@ -66,6 +66,7 @@ async def test_a_full_batch_is_one_contiguous_run_in_the_ledger(
     gaps = (await client.get("/series/b/gaps", headers=tenant.issuer)).json()
     assert gaps == {
         "period": "all",
+        "variables": {},
         "start": 5,
         "last_value": expected[-1],
         "missing": 0,
@@ -137,9 +138,9 @@ async def test_a_gapless_batch_costs_the_same_statements_whatever_its_size(
     series = await series_sql.fetch(pool, tenant.id, "b")
     async with recording_pool(database_url, max_size=1) as (own_pool, sent):
         issuer = Issuer(own_pool, idempotency_ttl_seconds=60)
-        await issuer.issue(plain_request(issuer, series))  # asyncpg reads the types once
+        await issue_plain(issuer, series)  # asyncpg reads the types once
         sent.clear()
-        answer = await issuer.issue(plain_request(issuer, series, count=count))
+        answer = await issue_plain(issuer, series, count=count)
     assert [q for q in sent if not q.startswith(POOL_RESET)] == [
         "BEGIN;",
         ADVANCE_COUNTER,
@@ -158,7 +159,7 @@ async def test_a_cached_batch_beyond_the_block_is_one_statement(
     series = await series_sql.fetch(pool, tenant.id, "b")
     async with recording_pool(database_url, max_size=1) as (own_pool, sent):
         issuer = Issuer(own_pool, idempotency_ttl_seconds=60)
-        answer = await issuer.issue(plain_request(issuer, series, count=5_000))
+        answer = await issue_plain(issuer, series, count=5_000)
         await issuer.close()
     assert [q for q in sent if not q.startswith(POOL_RESET)] == [ADVANCE_COUNTER]
     assert answer.issued is not None

@@ -10,11 +10,13 @@ import pytest
 
 from app import series as series_sql
 from app.blocks import BlockIssuer
-from app.series import Series
+from app.definition import CounterKey, Series
 from tests.support import Tenant, create_series, start_service
 
-PERIOD = "all"
-COUNTER_TOP = "SELECT last_value FROM counters WHERE series_id = $1 AND period = $2"
+PERIOD = CounterKey("all", "")
+COUNTER_TOP = """
+SELECT last_value FROM counters WHERE series_id = $1 AND period = $2 AND variables = $3
+"""
 
 
 async def cached_series(
@@ -25,8 +27,10 @@ async def cached_series(
     return await series_sql.fetch(pool, tenant.id, "c")
 
 
-async def counter_top(pool: asyncpg.Pool, series: Series, period: str = PERIOD) -> int | None:
-    top: int | None = await pool.fetchval(COUNTER_TOP, series.id, period)
+async def counter_top(
+    pool: asyncpg.Pool, series: Series, period: CounterKey = PERIOD
+) -> int | None:
+    top: int | None = await pool.fetchval(COUNTER_TOP, series.id, *period)
     return top
 
 
@@ -192,7 +196,7 @@ async def test_a_clean_shutdown_gives_the_tail_back(
     assert service.process.returncode == 0
     assert values == [1, 2, 3]
     response = await client.get("/series/c", headers=tenant.admin)
-    assert response.json()["periods"] == [{"period": "all", "last_value": 3}]
+    assert response.json()["counters"] == [{"period": "all", "variables": {}, "last_value": 3}]
     # Another process (this one) carries on where it stopped.
     response = await client.post("/series/c/next", headers=tenant.issuer)
     assert response.json()["value"] == 4

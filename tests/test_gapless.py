@@ -10,17 +10,18 @@ import pytest
 
 from app import series as series_sql
 from app.counters import ADVANCE_COUNTER
+from app.definition import Series
 from app.errors import InvalidRequest, NumberCollision, SeriesExhausted
 from app.issued import Issued
 from app.issuing import Answer, Issuer
 from app.ledger import INSERT_NUMBERS
-from app.series import Series
 from tests.support import (
     Tenant,
     assert_problem,
     create_series,
-    plain_request,
+    issue_plain,
     recording_pool,
+    rewrite_format,
 )
 
 LOCK_COUNTER = "SELECT 1 FROM counters WHERE series_id = $1 FOR UPDATE"
@@ -50,17 +51,15 @@ async def test_concurrent_requests_share_one_transaction_in_order_of_arrival(
     series = await gapless_series(client, tenant, pool)
     async with recording_pool(database_url) as (own_pool, sent):
         issuer = Issuer(own_pool, idempotency_ttl_seconds=60)
-        requests = [plain_request(issuer, series) for _ in range(50)]
-        answers = await asyncio.gather(*(issuer.issue(r) for r in requests))
+        requests = [issue_plain(issuer, series) for _ in range(50)]
+        answers = await asyncio.gather(*requests)
         values = [issued(a).values[0] for a in answers]
         assert values == [5 + 3 * i for i in range(50)]  # the i-th to arrive gets the i-th value
         assert sent.count(ADVANCE_COUNTER) == 1
         assert sent.count(INSERT_NUMBERS) == 1
         assert sent.count("BEGIN;") == sent.count("COMMIT;") == 1
 
-        more = await asyncio.gather(
-            *(issuer.issue(plain_request(issuer, series)) for _ in range(7))
-        )
+        more = await asyncio.gather(*(issue_plain(issuer, series) for _ in range(7)))
         assert [issued(a).values[0] for a in more] == [5 + 3 * i for i in range(50, 57)]
         assert sent.count(ADVANCE_COUNTER) == 2
     entries = await ledger(client, tenant)
@@ -99,10 +98,8 @@ async def test_a_number_that_cannot_be_rendered_fails_alone(
     async with recording_pool(database_url) as (own_pool, _sent):
         issuer = Issuer(own_pool, idempotency_ttl_seconds=60)
         variables = [{"a": "ok"}, too_long, {"a": "ok"}, too_long, {"a": "ok"}]
-        requests = [plain_request(issuer, series, variables=v) for v in variables]
-        outcomes = await asyncio.gather(
-            *(issuer.issue(r) for r in requests), return_exceptions=True
-        )
+        requests = [issue_plain(issuer, series, variables=v) for v in variables]
+        outcomes = await asyncio.gather(*requests, return_exceptions=True)
     assert isinstance(outcomes[1], InvalidRequest)
     assert isinstance(outcomes[3], InvalidRequest)
     good = [o for o in outcomes if isinstance(o, Answer)]
@@ -116,20 +113,21 @@ async def test_a_number_that_collides_fails_alone_and_the_rest_stay_gapless(
     """The ledger's unique number is the backstop when a rendering repeats an issued number.
 
     Templates that could do so are refused at creation now; this series' format is written
-    straight into the table, as one created before that rule would be.
+    straight into the table, as one created before that rule would be. Its one counter is shared
+    by every variable value, so the colliding request is the only one that renders alike.
     """
-    await gapless_series(client, tenant, pool, start=1, step=1, format="{var:a}/{seq}-{var:b}")
-    await pool.execute(
-        "UPDATE series SET format = '{var:a}-{seq}-{var:b}' WHERE tenant_id = $1", tenant.id
+    await gapless_series(
+        client, tenant, pool, start=1, step=1, format="{var:a}/{seq}-{var:b}", shared_counter=True
     )
+    await rewrite_format(pool, tenant, "g", "{var:a}-{seq}-{var:b}")
     series = await series_sql.fetch(pool, tenant.id, "g")
     async with recording_pool(database_url) as (own_pool, _sent):
         issuer = Issuer(own_pool, idempotency_ttl_seconds=60)
-        first = await issuer.issue(plain_request(issuer, series, variables={"a": "x", "b": "2-y"}))
+        first = await issue_plain(issuer, series, variables={"a": "x", "b": "2-y"})
         assert issued(first).numbers == ["x-1-2-y"]
         group = [{"a": "x-1", "b": "y"}, {"a": "p", "b": "q"}, {"a": "p", "b": "q"}]
         outcomes = await asyncio.gather(
-            *(issuer.issue(plain_request(issuer, series, variables=v)) for v in group),
+            *(issue_plain(issuer, series, variables=v) for v in group),
             return_exceptions=True,
         )
     assert isinstance(outcomes[0], NumberCollision)  # it would have read "x-1-2-y" with 2
@@ -163,11 +161,11 @@ async def test_a_batch_that_does_not_fit_fails_alone(
     series = await gapless_series(client, tenant, pool, max_value=20)  # 5, 8, ..., 20: six
     async with recording_pool(database_url) as (own_pool, _sent):
         issuer = Issuer(own_pool, idempotency_ttl_seconds=60)
-        head = await issuer.issue(plain_request(issuer, series, count=4))
+        head = await issue_plain(issuer, series, count=4)
         assert issued(head).values == [5, 8, 11, 14]
         counts = [3, 1, 1, 1]  # two values are left
         outcomes = await asyncio.gather(
-            *(issuer.issue(plain_request(issuer, series, count=c)) for c in counts),
+            *(issue_plain(issuer, series, count=c) for c in counts),
             return_exceptions=True,
         )
     assert isinstance(outcomes[0], SeriesExhausted)
@@ -187,10 +185,10 @@ async def test_a_request_cancelled_while_queued_costs_no_number(
             locked = conn.transaction()
             await locked.start()
             await conn.execute(LOCK_COUNTER, series.id)
-            first = asyncio.create_task(issuer.issue(plain_request(issuer, series)))
+            first = asyncio.create_task(issue_plain(issuer, series))
             await asyncio.sleep(0.1)  # its transaction now waits for the lock
-            gone = asyncio.create_task(issuer.issue(plain_request(issuer, series)))
-            staying = asyncio.create_task(issuer.issue(plain_request(issuer, series)))
+            gone = asyncio.create_task(issue_plain(issuer, series))
+            staying = asyncio.create_task(issue_plain(issuer, series))
             await asyncio.sleep(0.05)  # both are queued behind it
             gone.cancel()
             await locked.rollback()

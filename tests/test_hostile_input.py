@@ -247,7 +247,7 @@ async def test_variables_outside_their_alphabet_are_422(
         "/series/v/next", json={"variables": variables}, headers=tenant.issuer
     )
     assert_problem(response, 422, "invalid-request")
-    assert (await client.get("/series/v", headers=tenant.admin)).json()["periods"] == []
+    assert (await client.get("/series/v", headers=tenant.admin)).json()["counters"] == []
 
 
 @pytest.mark.parametrize(

@@ -167,7 +167,7 @@ async def test_a_failed_request_leaves_its_key_unused(
 
 @pytest.mark.parametrize(
     "change",
-    [{"archive": True}, {"format": "{var:dept}-{seq}"}],
+    [{"archive": True}, {"format": "{var:dept}/{seq}"}],
     ids=["archived", "template needs a variable"],
 )
 async def test_a_retry_gets_its_answer_after_the_series_stopped_accepting_it(

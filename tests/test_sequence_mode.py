@@ -7,10 +7,11 @@ import asyncpg
 import httpx
 
 from app import series as series_sql
+from app.definition import CounterKey
 from app.errors import SeriesExhausted
 from app.issuing import Issuer
 from app.sequences import SequenceIssuer, sequence_name
-from tests.support import Tenant, assert_problem, create_series, plain_request, recording_pool
+from tests.support import Tenant, assert_problem, create_series, issue_plain, recording_pool
 
 SEQUENCES_OF = """
 SELECT c.period, to_regclass('docnum_seq_' || c.id) IS NOT NULL AS exists
@@ -46,7 +47,7 @@ async def test_issuers_of_separate_processes_race_to_create_it(
 
     async def process(count: int) -> list[int]:
         async with pool.acquire() as conn:
-            return await SequenceIssuer().take(conn, series, "all", count)
+            return await SequenceIssuer().take(conn, series, CounterKey("all", ""), count)
 
     runs = await asyncio.gather(*(process(1 + i % 3) for i in range(8)))
     values = sorted(v for run in runs for v in run)
@@ -79,8 +80,16 @@ async def test_concurrent_batches_are_unique_and_ascending(
 async def test_a_request_that_fails_after_taking_its_value_loses_it(
     client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
-    """Sequences never roll back: the next request gets the value after the lost one."""
-    await create_series(client, tenant, "s", mode="sequence", format="x" * 33 + "{var:a}-{seq}")
+    """Sequences never roll back: the next request gets the value after the lost one (one
+    counter for every variable value here, so the lost value is the next request's counter's)."""
+    await create_series(
+        client,
+        tenant,
+        "s",
+        mode="sequence",
+        shared_counter=True,
+        format="x" * 33 + "{var:a}-{seq}",
+    )
 
     async def post(a: str) -> httpx.Response:
         body = {"variables": {"a": a}}
@@ -101,9 +110,7 @@ async def test_concurrent_requests_share_nextval_round_trips(
     async with recording_pool(database_url, max_size=2) as (own_pool, sent):
         issuer = Issuer(own_pool, idempotency_ttl_seconds=60)
         counts = [1 + i % 4 for i in range(120)]
-        answers = await asyncio.gather(
-            *(issuer.issue(plain_request(issuer, series, count)) for count in counts)
-        )
+        answers = await asyncio.gather(*(issue_plain(issuer, series, count) for count in counts))
     runs = [answer.issued.values for answer in answers if answer.issued is not None]
     assert [len(run) for run in runs] == counts
     assert all(run == sorted(run) for run in runs)
@@ -121,9 +128,9 @@ async def test_a_group_that_does_not_fit_is_served_request_by_request(
     await create_series(client, tenant, "s", mode="sequence", max_value=4)
     series = await series_sql.fetch(pool, tenant.id, "s")
     issuer = Issuer(pool, idempotency_ttl_seconds=60)
-    requests = [plain_request(issuer, series, 1) for _ in range(3)]
-    requests.insert(1, plain_request(issuer, series, 4))
-    answers = await asyncio.gather(*(issuer.issue(r) for r in requests), return_exceptions=True)
+    requests = [issue_plain(issuer, series, 1) for _ in range(3)]
+    requests.insert(1, issue_plain(issuer, series, 4))
+    answers = await asyncio.gather(*requests, return_exceptions=True)
     served = [a.issued.values for a in answers if not isinstance(a, BaseException) and a.issued]
     refused = [a for a in answers if isinstance(a, BaseException)]
     assert sorted(v for run in served for v in run) == [1, 2, 3]

@@ -46,6 +46,7 @@ async def test_create_returns_the_series_with_its_defaults(
     assert response.status_code == 201, response.text
     body = response.json()
     assert body.pop("created_at") and body.pop("updated_at")
+    assert [f.pop("set_at") for f in body["formats"]]
     assert body == {
         "name": "invoice",
         "format": "INV-{seq:06}",
@@ -59,8 +60,10 @@ async def test_create_returns_the_series_with_its_defaults(
         "block_size": 100,
         "ledger": True,
         "description": "",
+        "shared_counter": False,
         "archived": False,
-        "periods": [],
+        "formats": [{"format": "INV-{seq:06}", "effective_from": None}],
+        "counters": [],
     }
 
 
@@ -258,14 +261,14 @@ async def test_reading_shows_the_last_value_of_each_period(
 ) -> None:
     await create_series(client, tenant, "inv", format="I-{YYYY}-{seq}", mode=mode, reset="yearly")
     empty = await client.get("/series/inv", headers=tenant.issuer)
-    assert empty.json()["periods"] == []
+    assert empty.json()["counters"] == []
     assert await issue_batch(client, tenant, "inv", 3, "2026-02-01") == [1, 2, 3]
     assert await issue_batch(client, tenant, "inv", 2, "2025-12-31") == [1, 2]
     response = await client.get("/series/inv", headers=tenant.issuer)
     assert response.status_code == 200, response.text
-    assert response.json()["periods"] == [
-        {"period": "2025", "last_value": 2},
-        {"period": "2026", "last_value": 3},
+    assert response.json()["counters"] == [
+        {"period": "2025", "variables": {}, "last_value": 2},
+        {"period": "2026", "variables": {}, "last_value": 3},
     ]
 
 
@@ -283,7 +286,7 @@ async def test_format_description_and_timezone_change_after_use(
     changed = response.json()
     assert {k: changed[k] for k in changes} == changes
     assert changed["updated_at"] > changed["created_at"]
-    assert changed["periods"] == [{"period": "all", "last_value": 2}]
+    assert changed["counters"] == [{"period": "all", "variables": {}, "last_value": 2}]
     issued = await client.post("/series/inv/next", headers=tenant.issuer)
     assert issued.json()["number"] == "B-003"
 
@@ -392,7 +395,7 @@ async def test_an_invalid_change_is_named_in_a_422(
     problem = assert_problem(response, 422, "invalid-request")
     assert field in [error["field"] for error in problem["errors"]], problem
     after = (await client.get("/series/p", headers=tenant.admin)).json()
-    assert after | {"periods": []} == before
+    assert after | {"counters": []} == before
 
 
 async def test_max_value_can_be_removed(client: httpx.AsyncClient, tenant: Tenant) -> None:
@@ -424,7 +427,7 @@ async def test_archiving_stops_issuing_and_keeps_the_ledger(
     assert [entry["value"] for entry in ledger.json()["items"]] == [1, 2]
     read = await client.get("/series/arc", headers=tenant.issuer)
     assert read.json()["archived"] is True
-    assert read.json()["periods"] == [{"period": "all", "last_value": 2}]
+    assert read.json()["counters"] == [{"period": "all", "variables": {}, "last_value": 2}]
     assert (await client.delete("/series/arc", headers=tenant.admin)).status_code == 204
     assert (await client.get("/series/arc", headers=tenant.admin)).json()["archived"] is True
 

@@ -9,14 +9,13 @@ from fastapi.responses import StreamingResponse
 from app import ledger
 from app import series as series_sql
 from app.admin.forms import FormInvalid, parse, problem_errors
-from app.admin.overview import current_period
 from app.admin.series_pages import series_path
 from app.admin.session import AdminSession, AdminSessionDep, CheckedFormDep
 from app.admin.web import PortalRoute, redirect, render
+from app.definition import CounterKey, Series
 from app.deps import ServicesDep
 from app.errors import LedgerDisabled, Problem
 from app.schemas import PERIOD_PATTERN, GapReport, LedgerEntry, VoidRequest
-from app.series import Series
 
 router = APIRouter(prefix="/admin", route_class=PortalRoute, include_in_schema=False)
 
@@ -49,21 +48,27 @@ async def series_page(
     pool = services.pool
     found = await series_sql.fetch(pool, signed_in.principal.tenant_id, name)
     chosen_period, chosen_status = _filters(period, status)
-    current = current_period(found)
+    current = services.issuer.current_period(found)
     entries: list[LedgerEntry] = []
     next_cursor: str | None = None
     gaps: GapReport | None = None
     if found.ledger:
         entries, next_cursor = await ledger.page(
-            pool, found, period=chosen_period, status=chosen_status, cursor=cursor, limit=PAGE_SIZE
+            pool,
+            found,
+            period=chosen_period,
+            variables=None,
+            status=chosen_status,
+            cursor=cursor,
+            limit=PAGE_SIZE,
         )
-        gaps = await ledger.gaps(pool, found, chosen_period or current)
+        gaps = await ledger.gaps(pool, found, CounterKey(chosen_period or current, ""))
     return render(
         request,
         "series.html",
         signed_in=signed_in,
         series=found,
-        periods=await series_sql.periods(pool, found),
+        periods=await series_sql.counters(pool, found),
         current_period=current,
         period=chosen_period or "",
         status=chosen_status or "",
@@ -89,7 +94,9 @@ async def ledger_csv(
     chosen_period, chosen_status = _filters(period, status)
     filename = f"{name}-{chosen_period or 'all'}-ledger.csv"
     return StreamingResponse(
-        ledger.csv_chunks(services.pool, found, period=chosen_period, status=chosen_status),
+        ledger.csv_chunks(
+            services.pool, found, period=chosen_period, variables=None, status=chosen_status
+        ),
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

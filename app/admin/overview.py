@@ -14,9 +14,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from app import series as series_sql
-from app.issuing import document_date
-from app.periods import period_key
-from app.series import Series
+from app.definition import Series
 
 RECENT_LIMIT = 10_000
 
@@ -46,30 +44,34 @@ class SeriesSummary:
         return self.issued_today is not None and self.issued_today >= RECENT_LIMIT
 
 
-def current_period(series: Series) -> str:
-    return period_key(series.reset, document_date(series, None), series.fiscal_year_start)
-
-
-def _midnight(series: Series) -> datetime.datetime:
-    today = document_date(series, None)
+def _midnight(series: Series, now: datetime.datetime) -> datetime.datetime:
+    today = series.today(now)
     return datetime.datetime.combine(today, datetime.time(), zoneinfo.ZoneInfo(series.timezone))
 
 
-async def summaries(pool: asyncpg.Pool, found: list[Series]) -> list[SeriesSummary]:
-    periods = {s.id: current_period(s) for s in found}
+async def summaries(
+    pool: asyncpg.Pool, found: list[Series], now: datetime.datetime
+) -> list[SeriesSummary]:
+    """``now`` is the issuer's clock, so the portal's "current period" is the one requests use."""
+    periods = {s.id: s.current_period(now) for s in found}
     with_ledger = [s for s in found if s.ledger]
     async with pool.acquire() as conn:
         counted = await conn.fetch(
             ISSUED_TODAY,
             [s.id for s in with_ledger],
             [periods[s.id] for s in with_ledger],
-            [_midnight(s) for s in with_ledger],
+            [_midnight(s, now) for s in with_ledger],
             RECENT_LIMIT,
         )
         issued = {r["series_id"]: r["issued"] for r in counted}
         last_values = {}
         for s in found:
-            known = {p.period: p.last_value for p in await series_sql.periods(conn, s)}
+            # The counter without variables: series with variables show no single last value.
+            known = {
+                c.period: c.last_value
+                for c in await series_sql.counters(conn, s)
+                if not c.variables
+            }
             last_values[s.id] = known.get(periods[s.id])
     return [
         SeriesSummary(

@@ -13,12 +13,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from app import series as series_sql
 from app.admin.forms import FormInvalid, parse, problem_errors, values
 from app.admin.session import AdminSession, SessionsDep, SignInRequired, get_admin_session
+from app.definition import Series
 from app.deps import ServicesDep
 from app.errors import InvalidRequest, NotFound, Unauthorized
 from app.formatting import NumberTooLong, VariableError, parse_template
 from app.periods import period_key, today_in
 from app.schemas import SeriesFields
-from app.series import Series, checked_fields
+from app.series import checked_fields
 from app.services import Services
 
 router = APIRouter(prefix="/admin")
@@ -104,8 +105,8 @@ async def preview(
         return {"errors": {"variables": str(error)}}
     last_values: dict[str, int | None] = {}
     if existing is not None:
-        periods = await series_sql.periods(services.pool, existing)
-        last_values = {p.period: p.last_value for p in periods}
+        counters = await series_sql.counters(services.pool, existing)
+        last_values = {c.period: c.last_value for c in counters if not c.variables}
     today = today_in(fields.timezone, datetime.datetime.now(datetime.UTC))
     days = [today] if chosen is None else [today, chosen]
     return {

@@ -13,10 +13,11 @@ from app.admin import overview
 from app.admin.forms import FieldErrors, FormInvalid, parse, problem_errors, values
 from app.admin.session import AdminSession, AdminSessionDep, CheckedFormDep
 from app.admin.web import PortalRoute, redirect, render
+from app.definition import Series
 from app.deps import ServicesDep
 from app.errors import Problem
 from app.schemas import SeriesCreate, SeriesUpdate
-from app.series import STRUCTURAL_FIELDS, Series
+from app.series import STRUCTURAL_FIELDS
 
 router = APIRouter(prefix="/admin", route_class=PortalRoute, include_in_schema=False)
 
@@ -68,7 +69,7 @@ async def series_list(
         request,
         "series_list.html",
         signed_in=signed_in,
-        summaries=await overview.summaries(services.pool, shown),
+        summaries=await overview.summaries(services.pool, shown, services.issuer.clock()),
         archived=archived,
         next_cursor=shown[-1].name if len(found) > PAGE_SIZE else None,
         recent_limit=overview.RECENT_LIMIT,
@@ -164,7 +165,7 @@ async def _edit_form(
     status: int = 200,
 ) -> Response:
     """Fields that numbers already depend on are shown but cannot be changed."""
-    in_use = bool(await series_sql.periods(services.pool, found))
+    in_use = bool(await series_sql.counters(services.pool, found))
     locked = STRUCTURAL_FIELDS if in_use else ()
     return _form(request, signed_in, found, shown, errors, locked=locked, status=status)
 

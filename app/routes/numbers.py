@@ -7,6 +7,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app import ledger
+from app.definition import CounterKey
 from app.deps import (
     JSON_BODY_PROBLEMS,
     AdminDep,
@@ -33,6 +34,7 @@ from app.idempotency import KEY_PATTERN, REPLAYED_HEADER, REPLAYED_RESPONSE, req
 from app.issued import Claim, Issued
 from app.issuing import Answer, check_count
 from app.schemas import (
+    COUNTER_VARIABLES_PATTERN,
     PERIOD_PATTERN,
     BatchRequest,
     GapReport,
@@ -126,7 +128,7 @@ async def next_number(
 ) -> Response:
     body = body or NextRequest()
     series = await services.catalog.get(principal.tenant_id, name)
-    request = services.issuer.request(
+    answer = await services.issuer.issue(
         series,
         count=1,
         date=body.date,
@@ -134,7 +136,7 @@ async def next_number(
         claim=_claim(idempotency_key, "next", body),
         respond=_one,
     )
-    return _answer(await services.issuer.issue(request))
+    return _answer(answer)
 
 
 @router.post(
@@ -153,7 +155,7 @@ async def batch(
 ) -> Response:
     check_count(body.count, services.settings.max_batch)
     series = await services.catalog.get(principal.tenant_id, name)
-    request = services.issuer.request(
+    answer = await services.issuer.issue(
         series,
         count=body.count,
         date=body.date,
@@ -161,15 +163,25 @@ async def batch(
         claim=_claim(idempotency_key, "batch", body),
         respond=_many,
     )
-    return _answer(await services.issuer.issue(request))
+    return _answer(answer)
 
 
 CSV_EXAMPLE = (
-    "period,value,number,date,status,issued_at,void_reason,voided_at\r\n"
-    "2026,123,INV-2026-000123,2026-03-31,issued,2026-03-31 14:05:09.123456+00:00,,\r\n"
+    "period,variables,value,number,date,status,issued_at,void_reason,voided_at\r\n"
+    "2026,,123,INV-2026-000123,2026-03-31,issued,2026-03-31 14:05:09.123456+00:00,,\r\n"
 )
 
 Period = Annotated[str | None, Query(pattern=PERIOD_PATTERN, examples=["2026"])]
+CounterVariablesQuery = Annotated[
+    str | None,
+    Query(
+        pattern=COUNTER_VARIABLES_PATTERN,
+        max_length=1000,
+        examples=["branch=BR07"],
+        description="A counter's variable values, as name=value pairs sorted by name and "
+        "joined by ','; empty for the counter without variables.",
+    ),
+]
 
 
 @router.get(
@@ -184,6 +196,7 @@ async def numbers(
     principal: PrincipalDep,
     services: ServicesDep,
     period: Period = None,
+    variables: CounterVariablesQuery = None,
     status: NumberStatus | None = None,
     cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_-]*$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -193,12 +206,20 @@ async def numbers(
         raise LedgerDisabled(f"Series {name!r} does not record its numbers (ledger is off).")
     if "text/csv" in request.headers.get("accept", ""):
         return StreamingResponse(
-            ledger.csv_chunks(services.pool, series, period=period, status=status),
+            ledger.csv_chunks(
+                services.pool, series, period=period, variables=variables, status=status
+            ),
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="{name}-ledger.csv"'},
         )
     items, next_cursor = await ledger.page(
-        services.pool, series, period=period, status=status, cursor=cursor, limit=limit
+        services.pool,
+        series,
+        period=period,
+        variables=variables,
+        status=status,
+        cursor=cursor,
+        limit=limit,
     )
     return LedgerPage(items=items, next_cursor=next_cursor)
 
@@ -223,13 +244,18 @@ async def void_number(
 
 
 @router.get(
-    "/gaps", summary="Values missing from the ledger in a period", responses=LEDGER_RESPONSES
+    "/gaps", summary="Values missing from the ledger of one counter", responses=LEDGER_RESPONSES
 )
 async def gaps(
-    name: SeriesNameParam, principal: PrincipalDep, services: ServicesDep, period: Period = None
+    name: SeriesNameParam,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    period: Period = None,
+    variables: CounterVariablesQuery = None,
 ) -> GapReport:
+    """The counter is the period (default: the current one) with the variable values given."""
     series = await services.catalog.get(principal.tenant_id, name)
     if not series.ledger:
         raise LedgerDisabled(f"Series {name!r} does not record its numbers (ledger is off).")
-    current = services.issuer.current_period(series)
-    return await ledger.gaps(services.pool, series, period or current)
+    counter = CounterKey(period or services.issuer.current_period(series), variables or "")
+    return await ledger.gaps(services.pool, series, counter)

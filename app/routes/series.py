@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from app import series as series_sql
+from app.definition import Series
 from app.deps import (
     JSON_BODY_PROBLEMS,
     AdminDep,
@@ -15,9 +16,8 @@ from app.deps import (
     admin_problems,
     key_problems,
 )
-from app.errors import SeriesExists, SeriesInUse, SeriesNotFound
+from app.errors import FormatConflict, SeriesExists, SeriesInUse, SeriesNotFound
 from app.schemas import SERIES_CURSOR_PATTERN, SeriesCreate, SeriesOut, SeriesPage, SeriesUpdate
-from app.series import Series
 
 router = APIRouter(prefix="/series", tags=["series"])
 
@@ -31,7 +31,7 @@ router = APIRouter(prefix="/series", tags=["series"])
 async def create_series(body: SeriesCreate, admin: AdminDep, pool: PoolDep) -> SeriesOut:
     async with pool.acquire() as conn:
         created = await series_sql.create(conn, admin.tenant_id, body, actor=admin.actor)
-    return created.to_out(periods=[])
+    return created.to_out(counters=[])
 
 
 @router.get("", summary="List series, by name", responses=key_problems())
@@ -53,18 +53,18 @@ async def list_series(
 
 @router.get(
     "/{name}",
-    summary="Read a series and the last value of each period",
+    summary="Read a series, its format history and the last value of each counter",
     responses=key_problems(SeriesNotFound),
 )
 async def read_series(name: SeriesNameParam, principal: PrincipalDep, pool: PoolDep) -> SeriesOut:
     found = await series_sql.fetch(pool, principal.tenant_id, name)
-    return found.to_out(periods=await series_sql.periods(pool, found))
+    return found.to_out(counters=await series_sql.counters(pool, found))
 
 
 @router.patch(
     "/{name}",
     summary="Change a series",
-    responses=admin_problems(*JSON_BODY_PROBLEMS, SeriesNotFound, SeriesInUse),
+    responses=admin_problems(*JSON_BODY_PROBLEMS, SeriesNotFound, SeriesInUse, FormatConflict),
 )
 async def update_series(
     name: SeriesNameParam, body: SeriesUpdate, admin: AdminDep, services: ServicesDep
@@ -74,7 +74,7 @@ async def update_series(
             conn, admin.tenant_id, name, body, actor=admin.actor
         )
     services.catalog.forget(admin.tenant_id, name)
-    return changed.to_out(periods=await series_sql.periods(services.pool, changed))
+    return changed.to_out(counters=await series_sql.counters(services.pool, changed))
 
 
 @router.delete(

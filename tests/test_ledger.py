@@ -275,19 +275,22 @@ async def test_an_unknown_series_is_a_404(
     assert_problem(response, 404, "series-not-found")
 
 
+async def void(client: httpx.AsyncClient, tenant: Tenant, number_path: str) -> httpx.Response:
+    """Void a number of series ``l``, given as it goes in the path after ``/numbers/``."""
+    return await client.post(
+        f"/series/l/numbers/{number_path}/void", json={"reason": "typo"}, headers=tenant.admin
+    )
+
+
 async def test_a_number_with_slashes_is_voided_by_its_percent_encoded_path(
     client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     await create_series(client, tenant, "l", format="INV/{YYYY}/{seq:04}")
     await issue(client, tenant, 2)
-    encoded = await client.post(
-        "/series/l/numbers/INV%2F2026%2F0001/void", json={"reason": "typo"}, headers=tenant.admin
-    )
+    encoded = await void(client, tenant, "INV%2F2026%2F0001")
     assert encoded.status_code == 200, encoded.text
     assert (encoded.json()["number"], encoded.json()["status"]) == ("INV/2026/0001", "voided")
-    plain = await client.post(
-        "/series/l/numbers/INV/2026/0002/void", json={"reason": "typo"}, headers=tenant.admin
-    )
+    plain = await void(client, tenant, "INV/2026/0002")
     assert (plain.json()["number"], plain.json()["status"]) == ("INV/2026/0002", "voided")
     voided = await client.get("/series/l/numbers?status=voided", headers=tenant.issuer)
     assert [e["number"] for e in voided.json()["items"]] == ["INV/2026/0001", "INV/2026/0002"]
@@ -338,10 +341,10 @@ async def test_numbers_with_reserved_characters_are_addressable_percent_encoded(
     await create_series(client, tenant, "l", format=prefix + "-{seq}")
     await issue(client, tenant, 2)
     number = f"{prefix}-2"
-    path = f"/series/l/numbers/{quote(number, safe='')}"
-    found = await client.get(path, headers=tenant.issuer)
+    encoded = quote(number, safe="")
+    found = await client.get(f"/series/l/numbers/{encoded}", headers=tenant.issuer)
     assert (found.status_code, found.json()["number"]) == (200, number), found.text
-    voided = await client.post(f"{path}/void", json={"reason": "typo"}, headers=tenant.admin)
+    voided = await void(client, tenant, encoded)
     assert (voided.status_code, voided.json()["number"]) == (200, number), voided.text
     ledger = await client.get("/series/l/numbers", headers=tenant.issuer)
     assert [e["status"] for e in ledger.json()["items"]] == ["issued", "voided"]
@@ -355,12 +358,9 @@ async def test_a_number_ending_in_void_is_looked_up_and_voided(
     found = await client.get("/series/l/numbers/N1/void", headers=tenant.issuer)
     assert (found.status_code, found.json()["number"]) == (200, "N1/void"), found.text
     # POST …/void voids what comes before it: here "N1", which was never issued.
-    before = await client.post(
-        "/series/l/numbers/N1/void", json={"reason": "x"}, headers=tenant.admin
-    )
-    assert_problem(before, 404, "number-not-found")
-    for path in ("/series/l/numbers/N1/void/void", "/series/l/numbers/N2%2Fvoid/void"):
-        voided = await client.post(path, json={"reason": "x"}, headers=tenant.admin)
+    assert_problem(await void(client, tenant, "N1"), 404, "number-not-found")
+    for number_path in ("N1/void", "N2%2Fvoid"):
+        voided = await void(client, tenant, number_path)
         assert (voided.status_code, voided.json()["status"]) == (200, "voided"), voided.text
     ledger = await client.get("/series/l/numbers?status=voided", headers=tenant.issuer)
     assert [e["number"] for e in ledger.json()["items"]] == ["N1/void", "N2/void"]

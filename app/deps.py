@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.convertors import Convertor, register_url_convertor
 
 from app.auth import Principal
 from app.errors import (
@@ -54,12 +55,38 @@ def admin_problems(*kinds: type[Problem]) -> dict[int | str, dict[str, Any]]:
 SeriesNameParam = Annotated[
     str, Path(pattern=SERIES_NAME_PATTERN, description="The series' name.", examples=["invoice"])
 ]
+
+
+class NumberConvertor(Convertor[str]):
+    """A formatted number in a route's path, written ``{number:number}``: any characters, ``/``
+    included.
+
+    The server decodes the path before routing, so ``INV%2F2026%2F0001`` arrives as
+    ``INV/2026/0001`` and a one-segment parameter could not match it. A number is never empty,
+    so ``/series/{name}/numbers/`` still reaches the ledger listing (by the trailing-slash
+    redirect) instead of a lookup of nothing. A route whose path goes on after the number (the
+    literal ``/void``) matches greedily: ``…/numbers/A/void/void`` voids ``A/void``.
+    """
+
+    regex = ".+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("number", NumberConvertor())
+
 NumberParam = Annotated[
     str,
     Path(
+        min_length=1,
         max_length=MAX_NUMBER_LENGTH,
         pattern=LINE_PATTERN,
-        description="A formatted number.",
+        description="A formatted number, percent-encoded (`INV%2F2026%2F0001`); a `/` may also "
+        "be sent as it is (`INV/2026/0001`).",
         examples=["INV-2026-000123"],
     ),
 ]

@@ -60,6 +60,8 @@ UPDATE numbers SET status = 'voided', void_reason = $3, voided_at = now()
 WHERE series_id = $1 AND number = $2 AND status = 'issued'
 RETURNING {ENTRY_COLUMNS}
 """
+# One number, by the unique (series_id, number) index.
+SELECT_NUMBER = f"SELECT {ENTRY_COLUMNS} FROM numbers WHERE series_id = $1 AND number = $2"
 NUMBER_EXISTS = "SELECT EXISTS (SELECT 1 FROM numbers WHERE series_id = $1 AND number = $2)"
 # Runs of missing values between consecutive recorded ones, plus before the first recorded.
 SELECT_GAPS = """
@@ -218,6 +220,13 @@ async def csv_chunks(
                 buffer.seek(0)
                 buffer.truncate()
     yield buffer.getvalue()
+
+
+async def lookup(conn: Executor, series: Series, number: str) -> LedgerEntry:
+    row = await conn.fetchrow(SELECT_NUMBER, series.id, number)
+    if row is None:
+        raise NumberNotFound(f"No number {number!r} in series {series.name!r}.")
+    return LedgerEntry(**dict(row))
 
 
 async def void(

@@ -156,7 +156,7 @@ class RequestLogMiddleware:
 
     def _finish(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
         method: str = scope["method"]
-        route: str = getattr(scope.get("route"), "path", None) or UNMATCHED
+        route: str = getattr(scope.get("route"), "path_format", None) or UNMATCHED
         self.observe(method, route, status, seconds)
         if not access_logger.isEnabledFor(logging.INFO):
             return

@@ -10,6 +10,7 @@ import re
 import stat
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -547,6 +548,31 @@ async def test_voiding_needs_a_reason_and_a_gapless_series(
     assert ledger["items"][0]["void_reason"] == "typo"
     voids = await client.get("/audit", params={"action": "number.voided"}, headers=tenant.admin)
     assert len(voids.json()["items"]) == 1
+
+
+async def test_the_portal_voids_numbers_with_slashes_and_reserved_characters(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "sl", format="INV/{YYYY}/? #&+%é/{seq}")
+    await client.post(
+        "/series/sl/batch", json={"count": 2, "date": "2026-05-01"}, headers=tenant.issuer
+    )
+    number = "INV/2026/? #&+%é/1"
+    token = await signed_in_csrf(client, tenant)
+    page = await client.get("/admin/series/sl")
+    links = re.findall(r'href="(/admin/series/sl/void\?number=[^"]+)"', page.text)
+    confirm = await client.get(html.unescape(links[0]))
+    assert confirm.status_code == 200, confirm.text
+    assert f'name="number" value="{html.escape(number)}"' in confirm.text
+    # Only a number of the ledger is offered for voiding: "INV/2026" is a prefix, not a number.
+    unknown = await client.get("/admin/series/sl/void", params={"number": "INV/2026"})
+    assert unknown.status_code == 404 and "No number" in unknown.text
+    done = await client.post(
+        "/admin/series/sl/void", data={"number": number, "reason": "typo", "csrf": token}
+    )
+    assert done.status_code == 303, done.text
+    entry = await client.get(f"/series/sl/numbers/{quote(number, safe='')}", headers=tenant.admin)
+    assert (entry.json()["status"], entry.json()["void_reason"]) == ("voided", "typo")
 
 
 async def test_archiving_and_revoking_from_the_portal(

@@ -53,6 +53,7 @@ ROUTES = [
     Route("POST", "/series/{series}/next", "issue", 201, {}),
     Route("POST", "/series/{series}/batch", "issue", 201, {"count": 2}),
     Route("GET", "/series/{series}/numbers", "issue", 200),
+    Route("GET", "/series/{series}/numbers/{number}", "issue", 200),
     Route("POST", "/series/{series}/numbers/{number}/void", "admin", 200, {"reason": "typo"}),
     Route("GET", "/series/{series}/gaps", "issue", 200),
     Route("GET", "/keys", "admin", 200, names_resource=False),

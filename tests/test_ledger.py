@@ -5,6 +5,7 @@ import asyncio
 import csv
 import io
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -282,3 +283,94 @@ async def test_an_unknown_series_is_a_404(
     body = {"reason": "x"} if method == "POST" else None
     response = await client.request(method, path, json=body, headers=tenant.admin)
     assert_problem(response, 404, "series-not-found")
+
+
+async def void(client: httpx.AsyncClient, tenant: Tenant, number_path: str) -> httpx.Response:
+    """Void a number of series ``l``, given as it goes in the path after ``/numbers/``."""
+    return await client.post(
+        f"/series/l/numbers/{number_path}/void", json={"reason": "typo"}, headers=tenant.admin
+    )
+
+
+async def test_a_number_with_slashes_is_voided_by_its_percent_encoded_path(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "l", format="INV/{YYYY}/{seq:04}")
+    await issue(client, tenant, 2)
+    encoded = await void(client, tenant, "INV%2F2026%2F0001")
+    assert encoded.status_code == 200, encoded.text
+    assert (encoded.json()["number"], encoded.json()["status"]) == ("INV/2026/0001", "voided")
+    plain = await void(client, tenant, "INV/2026/0002")
+    assert (plain.json()["number"], plain.json()["status"]) == ("INV/2026/0002", "voided")
+    voided = await client.get("/series/l/numbers?status=voided", headers=tenant.issuer)
+    assert [e["number"] for e in voided.json()["items"]] == ["INV/2026/0001", "INV/2026/0002"]
+
+
+async def test_one_number_is_looked_up_by_its_path(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "l", format="INV/{YYYY}/{seq:04}")
+    await issue(client, tenant, 2)
+    listed = (await client.get("/series/l/numbers", headers=tenant.issuer)).json()["items"]
+    for path in ("/series/l/numbers/INV%2F2026%2F0002", "/series/l/numbers/INV/2026/0002"):
+        found = await client.get(path, headers=tenant.issuer)
+        assert found.status_code == 200, found.text
+        assert found.json() == listed[1]
+    missing = await client.get("/series/l/numbers/INV/2026/0003", headers=tenant.issuer)
+    assert_problem(missing, 404, "number-not-found")
+    elsewhere = await client.get("/series/l/numbers/INV/2026/0001", headers=other_tenant.admin)
+    assert_problem(elsewhere, 404, "series-not-found")
+    # Next to the lookup, the listing and the gap report answer as before.
+    assert (await client.get("/series/l/gaps", headers=tenant.issuer)).json()["missing"] == 0
+    slash = await client.get("/series/l/numbers/", headers=tenant.issuer)
+    assert (slash.status_code, slash.headers["location"]) == (
+        307,
+        "http://docnum.test/series/l/numbers",
+    )
+
+
+async def test_looking_up_a_number_needs_a_ledger(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "l", mode="sequence", format="L-{seq}")
+    await issue(client, tenant, 1)
+    response = await client.get("/series/l/numbers/L-1", headers=tenant.issuer)
+    assert_problem(response, 409, "ledger-disabled")
+    unknown = await client.get("/series/nope/numbers/L-1", headers=tenant.issuer)
+    assert_problem(unknown, 404, "series-not-found")
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["Q?", "H#", "S P", "P%", "É€", "A+&=;", "Q%3F"],
+    ids=["question mark", "hash", "space", "percent", "unicode", "query text", "escape-like"],
+)
+async def test_numbers_with_reserved_characters_are_addressable_percent_encoded(
+    client: httpx.AsyncClient, tenant: Tenant, prefix: str
+) -> None:
+    await create_series(client, tenant, "l", format=prefix + "-{seq}")
+    await issue(client, tenant, 2)
+    number = f"{prefix}-2"
+    encoded = quote(number, safe="")
+    found = await client.get(f"/series/l/numbers/{encoded}", headers=tenant.issuer)
+    assert (found.status_code, found.json()["number"]) == (200, number), found.text
+    voided = await void(client, tenant, encoded)
+    assert (voided.status_code, voided.json()["number"]) == (200, number), voided.text
+    ledger = await client.get("/series/l/numbers", headers=tenant.issuer)
+    assert [e["status"] for e in ledger.json()["items"]] == ["issued", "voided"]
+
+
+async def test_a_number_ending_in_void_is_looked_up_and_voided(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "l", format="N{seq}/void")
+    await issue(client, tenant, 2)
+    found = await client.get("/series/l/numbers/N1/void", headers=tenant.issuer)
+    assert (found.status_code, found.json()["number"]) == (200, "N1/void"), found.text
+    # POST …/void voids what comes before it: here "N1", which was never issued.
+    assert_problem(await void(client, tenant, "N1"), 404, "number-not-found")
+    for number_path in ("N1/void", "N2%2Fvoid"):
+        voided = await void(client, tenant, number_path)
+        assert (voided.status_code, voided.json()["status"]) == (200, "voided"), voided.text
+    ledger = await client.get("/series/l/numbers?status=voided", headers=tenant.issuer)
+    assert [e["number"] for e in ledger.json()["items"]] == ["N1/void", "N2/void"]

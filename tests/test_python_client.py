@@ -21,6 +21,7 @@ import asyncpg
 import httpx
 import pytest
 from docnum_client import (
+    AlreadyVoided,
     AsyncDocnumClient,
     Conflict,
     DocnumClient,
@@ -31,7 +32,11 @@ from docnum_client import (
     InvalidRequest,
     IssuedBatch,
     IssuedNumber,
+    LedgerDisabled,
+    LedgerEntry,
     NotFound,
+    NotGapless,
+    NumberNotFound,
     SeriesArchived,
     SeriesExhausted,
     SeriesNotFound,
@@ -232,6 +237,80 @@ async def test_own_idempotency_key_returns_the_same_number(
     assert again == first
     assert batch_again == batch
     assert sorted(await ledger(service, tenant, name)) == [1, 2, 3]
+
+
+# --- looking up and voiding
+
+
+async def test_a_percent_encoded_slash_reaches_the_void_route_of_a_real_server(
+    service: ServiceProcess, tenant: Tenant
+) -> None:
+    """httpx sends %2F as it is; uvicorn decodes it in the path the routes match on."""
+    await make_series(service, tenant, "sl", format="INV/{YYYY}/{seq:04}")
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        issued = await http.post(
+            "/series/sl/next", json={"date": "2026-05-01"}, headers=tenant.issuer
+        )
+        assert issued.json()["number"] == "INV/2026/0001"
+        voided = await http.post(
+            "/series/sl/numbers/INV%2F2026%2F0001/void",
+            json={"reason": "cancelled"},
+            headers=tenant.admin,
+        )
+        found = await http.get("/series/sl/numbers/INV/2026/0001", headers=tenant.issuer)
+    assert voided.request.url.raw_path == b"/series/sl/numbers/INV%2F2026%2F0001/void"
+    assert voided.status_code == 200, voided.text
+    assert (voided.json()["number"], voided.json()["void_reason"]) == ("INV/2026/0001", "cancelled")
+    assert found.json() == voided.json()
+
+
+@pytest.mark.parametrize("template", ["INV/{YYYY}/{seq:04}", "Q? #%é/{seq}/void"])
+async def test_numbers_are_looked_up_and_voided_whatever_their_characters(
+    service: ServiceProcess, tenant: Tenant, template: str
+) -> None:
+    name = await make_series(service, tenant, "odd", format=template)
+    with DocnumClient(service.url, tenant.admin_key) as docnum:
+        first, second = docnum.batch(name, 2, date=DAY).numbers
+        found = docnum.get_number(name, first)
+        voided = docnum.void(name, second, "cancelled")
+        with pytest.raises(AlreadyVoided):
+            docnum.void(name, second, "twice")
+        with pytest.raises(NumberNotFound) as missing:
+            docnum.get_number(name, first + "x")
+    assert found == LedgerEntry(
+        number=first,
+        value=1,
+        period="all",
+        date=DAY,
+        issued_at=found.issued_at,
+        status="issued",
+        void_reason=None,
+        voided_at=None,
+    )
+    assert found.issued_at.tzinfo is not None
+    assert (voided.number, voided.status, voided.void_reason) == (second, "voided", "cancelled")
+    assert voided.voided_at is not None and voided.voided_at >= voided.issued_at
+    assert isinstance(missing.value, NotFound)
+    async with AsyncDocnumClient(service.url, tenant.issue_key) as docnum:
+        assert await docnum.get_number(name, second) == voided
+        with pytest.raises(Forbidden):
+            await docnum.void(name, first, "an issue key may not void")
+
+
+async def test_async_void_and_the_ledger_problems(service: ServiceProcess, tenant: Tenant) -> None:
+    gapless = await make_series(service, tenant, "g", format="G/{seq}")
+    unrecorded = await make_series(service, tenant, "s", mode="sequence", format="S/{seq}")
+    recorded = await make_series(service, tenant, "r", mode="sequence", ledger=True)
+    async with AsyncDocnumClient(service.url, tenant.admin_key) as docnum:
+        number = (await docnum.next(gapless)).number
+        assert (await docnum.void(gapless, number, "typo")).status == "voided"
+        await docnum.next(unrecorded)
+        with pytest.raises(LedgerDisabled):
+            await docnum.get_number(unrecorded, "S/1")
+        recorded_number = (await docnum.next(recorded)).number
+        with pytest.raises(NotGapless):
+            await docnum.void(recorded, recorded_number, "typo")
+        assert (await docnum.get_number(recorded, recorded_number)).status == "issued"
 
 
 # --- errors

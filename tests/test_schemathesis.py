@@ -24,9 +24,15 @@ CHECKS = (
 )
 # Enough to reach every branch the schema describes while keeping the run near half a minute.
 MAX_EXAMPLES = 15
+# The checks are chosen in the configuration, not with --checks, so that one operation can turn
+# one off: a path ending in /void also names a number ending in /void, which GET looks up, so a
+# 405 there rightly allows GET, a method the void operation alone does not document.
 # Keep the run's own admin key alive (it could otherwise revoke itself through a listed prefix),
 # and let archiving hit a series of its own, so the others keep issuing numbers.
-CONFIG = """
+CONFIG = (
+    "[checks]\nenabled = false\n"
+    + "".join(f"{check}.enabled = true\n" for check in CHECKS)
+    + """
 [[operations]]
 include-path = "/keys/{prefix}"
 include-method = "DELETE"
@@ -36,7 +42,12 @@ parameters = { "path.prefix" = "0000abcd" }
 include-path = "/series/{name}"
 include-method = "DELETE"
 parameters = { "path.name" = "scratch" }
+
+[[operations]]
+include-path = "/series/{name}/numbers/{number}/void"
+checks.allow_header_conformance.enabled = false
 """
+)
 
 
 async def seed(http: httpx.AsyncClient, tenant: Tenant) -> None:
@@ -71,8 +82,6 @@ async def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(
             f"{service.url}/openapi.json",
             "--header",
             f"Authorization: Bearer {tenant.admin_key}",
-            "--checks",
-            ",".join(CHECKS),
             "--max-examples",
             str(MAX_EXAMPLES),
             # One worker: Python 3.11 can fail parsing lambdas in several threads at once.

@@ -110,8 +110,12 @@ async def void_form(
     services: ServicesDep,
     number: NumberQuery,
 ) -> Response:
+    """The confirmation page, offered only for a number of the ledger (looked up as
+    ``GET /series/{name}/numbers/{number}`` does); the number travels in the query and the form,
+    so any character it holds, ``/`` included, reaches the void unchanged."""
     found = await series_sql.fetch(services.pool, signed_in.principal.tenant_id, name)
-    return _void_form(request, signed_in, found, number, "", {})
+    entry = await ledger.lookup(services.pool, found, number)
+    return _void_form(request, signed_in, found, entry.number, "", {})
 
 
 @router.post("/series/{name}/void")

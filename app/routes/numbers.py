@@ -1,4 +1,10 @@
-"""Issuing numbers, and the ledger of what was issued."""
+"""Issuing numbers, and the ledger of what was issued.
+
+A number is addressed in the path with the ``number`` convertor (see ``app.deps``), so numbers
+that contain ``/`` are reachable, percent-encoded or not. The lookup route matches every path
+under ``/series/{name}/numbers/`` on GET, so it is declared last: a GET route added there later
+must come before it.
+"""
 
 import json
 from typing import Annotated
@@ -7,7 +13,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app import ledger
-from app.definition import CounterKey
+from app.definition import CounterKey, Series
 from app.deps import (
     JSON_BODY_PROBLEMS,
     AdminDep,
@@ -46,6 +52,7 @@ from app.schemas import (
     NumberStatus,
     VoidRequest,
 )
+from app.services import Services
 
 router = APIRouter(prefix="/series/{name}", tags=["numbers"])
 
@@ -71,6 +78,14 @@ ISSUE_RESPONSES = {
     **REPLAYED_RESPONSE,
 }
 LEDGER_RESPONSES = key_problems(SeriesNotFound, LedgerDisabled)
+
+
+async def _with_ledger(services: Services, tenant_id: int, name: str) -> Series:
+    """The series, if it records its numbers; reading a ledger it does not keep is a 409."""
+    series = await services.catalog.get(tenant_id, name)
+    if not series.ledger:
+        raise LedgerDisabled(f"Series {name!r} does not record its numbers (ledger is off).")
+    return series
 
 
 def _claim(key: str | None, endpoint: str, body: NextRequest) -> Claim | None:
@@ -201,9 +216,7 @@ async def numbers(
     cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_-]*$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> LedgerPage | Response:
-    series = await services.catalog.get(principal.tenant_id, name)
-    if not series.ledger:
-        raise LedgerDisabled(f"Series {name!r} does not record its numbers (ledger is off).")
+    series = await _with_ledger(services, principal.tenant_id, name)
     if "text/csv" in request.headers.get("accept", ""):
         return StreamingResponse(
             ledger.csv_chunks(
@@ -225,8 +238,10 @@ async def numbers(
 
 
 @router.post(
-    "/numbers/{number}/void",
+    "/numbers/{number:number}/void",
     summary="Void a gapless number, keeping it in the ledger",
+    description="Everything between `/numbers/` and the final `/void` is the number, so "
+    "`…/numbers/N1/void/void` voids the number `N1/void`.",
     responses=admin_problems(
         *JSON_BODY_PROBLEMS, SeriesNotFound, NumberNotFound, AlreadyVoided, NotGapless
     ),
@@ -254,8 +269,20 @@ async def gaps(
     variables: CounterVariablesQuery = None,
 ) -> GapReport:
     """The counter is the period (default: the current one) with the variable values given."""
-    series = await services.catalog.get(principal.tenant_id, name)
-    if not series.ledger:
-        raise LedgerDisabled(f"Series {name!r} does not record its numbers (ledger is off).")
+    series = await _with_ledger(services, principal.tenant_id, name)
     counter = CounterKey(period or services.issuer.current_period(series), variables or "")
     return await ledger.gaps(services.pool, series, counter)
+
+
+@router.get(
+    "/numbers/{number:number}",
+    summary="One number of the ledger",
+    description="Everything after `/numbers/` is the number, so `GET …/numbers/N1/void` looks up "
+    "the number `N1/void`.",
+    responses=key_problems(SeriesNotFound, NumberNotFound, LedgerDisabled),
+)
+async def lookup_number(
+    name: SeriesNameParam, number: NumberParam, principal: PrincipalDep, services: ServicesDep
+) -> LedgerEntry:
+    series = await _with_ledger(services, principal.tenant_id, name)
+    return await ledger.lookup(services.pool, series, number)

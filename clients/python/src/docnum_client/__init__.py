@@ -9,14 +9,18 @@ with DocnumClient("http://localhost:8000", "dn_...") as docnum:
 from docnum_client._core import __version__
 from docnum_client.client import AsyncDocnumClient, DocnumClient
 from docnum_client.errors import (
+    AlreadyVoided,
     Conflict,
     DocnumError,
     Forbidden,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     InvalidRequest,
+    LedgerDisabled,
     MalformedRequest,
     NotFound,
+    NotGapless,
+    NumberNotFound,
     Overloaded,
     SeriesArchived,
     SeriesExhausted,
@@ -25,9 +29,10 @@ from docnum_client.errors import (
     Unauthorized,
     Unavailable,
 )
-from docnum_client.models import IssuedBatch, IssuedNumber
+from docnum_client.models import IssuedBatch, IssuedNumber, LedgerEntry
 
 __all__ = [
+    "AlreadyVoided",
     "AsyncDocnumClient",
     "Conflict",
     "DocnumClient",
@@ -38,8 +43,12 @@ __all__ = [
     "InvalidRequest",
     "IssuedBatch",
     "IssuedNumber",
+    "LedgerDisabled",
+    "LedgerEntry",
     "MalformedRequest",
     "NotFound",
+    "NotGapless",
+    "NumberNotFound",
     "Overloaded",
     "SeriesArchived",
     "SeriesExhausted",

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from docnum_client.errors import BLANK, DocnumError, from_response
-from docnum_client.models import IssuedBatch, IssuedNumber
+from docnum_client.models import IssuedBatch, IssuedNumber, LedgerEntry
 
 __version__ = "0.1.0"
 
@@ -43,16 +43,18 @@ def http_options(base_url: str, api_key: str, timeout: float) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Call(Generic[T]):
-    """One logical call; every attempt sends the same body with the same Idempotency-Key."""
+    """One logical call; every attempt sends the same body with the same Idempotency-Key (calls
+    that issue numbers carry one; reading and voiding need none)."""
 
+    method: str
     path: str
-    body: dict[str, Any]
-    idempotency_key: str
+    body: dict[str, Any] | None
+    idempotency_key: str | None
     parse: Callable[[Mapping[str, Any]], T]
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Idempotency-Key": self.idempotency_key}
+        return {} if self.idempotency_key is None else {"Idempotency-Key": self.idempotency_key}
 
     def answer(self, response: httpx.Response) -> T:
         """The result of a success; raises the matching :class:`DocnumError` otherwise."""
@@ -74,6 +76,12 @@ def _path(series: str, action: str) -> str:
     return f"/series/{quote(series, safe='')}/{action}"
 
 
+def _number_path(series: str, number: str) -> str:
+    """Every character that is not unreserved is percent-encoded, ``/`` included: a number such
+    as ``INV/2026/0001`` or ``Q?1`` stays one path parameter."""
+    return _path(series, f"numbers/{quote(number, safe='')}")
+
+
 def _body(date: datetime.date | None, variables: Mapping[str, str] | None) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if date is not None:
@@ -90,6 +98,7 @@ def next_call(
     idempotency_key: str | None,
 ) -> Call[IssuedNumber]:
     return Call(
+        "POST",
         _path(series, "next"),
         _body(date, variables),
         idempotency_key or str(uuid.uuid4()),
@@ -105,11 +114,21 @@ def batch_call(
     idempotency_key: str | None,
 ) -> Call[IssuedBatch]:
     return Call(
+        "POST",
         _path(series, "batch"),
         {"count": count, **_body(date, variables)},
         idempotency_key or str(uuid.uuid4()),
         IssuedBatch.from_json,
     )
+
+
+def number_call(series: str, number: str) -> Call[LedgerEntry]:
+    return Call("GET", _number_path(series, number), None, None, LedgerEntry.from_json)
+
+
+def void_call(series: str, number: str, reason: str) -> Call[LedgerEntry]:
+    path = f"{_number_path(series, number)}/void"
+    return Call("POST", path, {"reason": reason}, None, LedgerEntry.from_json)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,9 +28,11 @@ from docnum_client._core import (
     batch_call,
     http_options,
     next_call,
+    number_call,
+    void_call,
 )
 from docnum_client.errors import DocnumError, unreachable
-from docnum_client.models import IssuedBatch, IssuedNumber
+from docnum_client.models import IssuedBatch, IssuedNumber, LedgerEntry
 
 T = TypeVar("T")
 
@@ -39,7 +41,7 @@ DEFAULT_MAX_ATTEMPTS = 4
 
 
 class DocnumClient:
-    """Issue numbers from synchronous code (Django views, ERP jobs, scripts)."""
+    """Issue, look up and void numbers from synchronous code (Django views, ERP jobs, scripts)."""
 
     def __init__(
         self,
@@ -80,6 +82,17 @@ class DocnumClient:
         """Issue ``count`` numbers of ``series`` in one call, all with the same date."""
         return self._run(batch_call(series, count, date, variables, idempotency_key))
 
+    def get_number(self, series: str, number: str) -> LedgerEntry:
+        """The ledger's entry for ``number`` (any characters, ``/`` included); raises
+        :class:`~docnum_client.errors.NumberNotFound` if the series never issued it."""
+        return self._run(number_call(series, number))
+
+    def void(self, series: str, number: str, reason: str) -> LedgerEntry:
+        """Void ``number`` of a gapless series, with the ``reason`` the ledger keeps; needs an
+        admin key. If an attempt's answer was lost, the retry finds the number voided and raises
+        :class:`~docnum_client.errors.AlreadyVoided`: :meth:`get_number` shows the reason."""
+        return self._run(void_call(series, number, reason))
+
     def _run(self, call: Call[T]) -> T:
         attempt = 1
         while True:
@@ -94,7 +107,7 @@ class DocnumClient:
 
     def _send(self, call: Call[T]) -> httpx.Response:
         try:
-            return self._http.post(call.path, json=call.body, headers=call.headers)
+            return self._http.request(call.method, call.path, json=call.body, headers=call.headers)
         except RETRYABLE_TRANSPORT_ERRORS as error:
             raise unreachable(error) from error
 
@@ -150,6 +163,14 @@ class AsyncDocnumClient:
         """See :meth:`DocnumClient.batch`."""
         return await self._run(batch_call(series, count, date, variables, idempotency_key))
 
+    async def get_number(self, series: str, number: str) -> LedgerEntry:
+        """See :meth:`DocnumClient.get_number`."""
+        return await self._run(number_call(series, number))
+
+    async def void(self, series: str, number: str, reason: str) -> LedgerEntry:
+        """See :meth:`DocnumClient.void`."""
+        return await self._run(void_call(series, number, reason))
+
     async def _run(self, call: Call[T]) -> T:
         attempt = 1
         while True:
@@ -164,7 +185,9 @@ class AsyncDocnumClient:
 
     async def _send(self, call: Call[T]) -> httpx.Response:
         try:
-            return await self._http.post(call.path, json=call.body, headers=call.headers)
+            return await self._http.request(
+                call.method, call.path, json=call.body, headers=call.headers
+            )
         except RETRYABLE_TRANSPORT_ERRORS as error:
             raise unreachable(error) from error
 

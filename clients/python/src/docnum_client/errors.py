@@ -16,14 +16,18 @@ from typing import Any, ClassVar
 import httpx
 
 __all__ = [
+    "AlreadyVoided",
     "Conflict",
     "DocnumError",
     "Forbidden",
     "IdempotencyKeyInFlight",
     "IdempotencyKeyReused",
     "InvalidRequest",
+    "LedgerDisabled",
     "MalformedRequest",
     "NotFound",
+    "NotGapless",
+    "NumberNotFound",
     "Overloaded",
     "SeriesArchived",
     "SeriesExhausted",
@@ -103,6 +107,10 @@ class SeriesNotFound(NotFound):
     problem_type = "/problems/series-not-found"
 
 
+class NumberNotFound(NotFound):
+    problem_type = "/problems/number-not-found"
+
+
 class Conflict(DocnumError):
     problem_type, default_status = "/problems/conflict", 409
 
@@ -115,6 +123,22 @@ class SeriesExhausted(Conflict):
     """The series reached its ``max_value``; no number was issued."""
 
     problem_type = "/problems/series-exhausted"
+
+
+class AlreadyVoided(Conflict):
+    problem_type = "/problems/already-voided"
+
+
+class NotGapless(Conflict):
+    """Only numbers of a gapless series can be voided."""
+
+    problem_type = "/problems/not-gapless"
+
+
+class LedgerDisabled(Conflict):
+    """The series keeps no ledger, so its numbers cannot be looked up."""
+
+    problem_type = "/problems/ledger-disabled"
 
 
 class IdempotencyKeyInFlight(Conflict):

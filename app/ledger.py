@@ -25,7 +25,7 @@ from app.errors import (
     NumberNotFound,
 )
 from app.issued import Issued
-from app.schemas import MAX_BIGINT, PERIOD_PATTERN, Gap, GapReport, LedgerEntry
+from app.schemas import MAX_BIGINT, MAX_GAP_RUNS, PERIOD_PATTERN, Gap, GapReport, LedgerEntry
 from app.series import Series
 
 INSERT_NUMBERS = """
@@ -50,18 +50,25 @@ WHERE series_id = $1 AND number = $2 AND status = 'issued'
 RETURNING value, number, period, date, status, issued_at, void_reason, voided_at
 """
 NUMBER_EXISTS = "SELECT EXISTS (SELECT 1 FROM numbers WHERE series_id = $1 AND number = $2)"
-# Runs of missing values between consecutive recorded ones, plus before the first recorded.
+# Runs of missing values between consecutive recorded ones, plus after the last recorded, each
+# with the totals over every run (window aggregates, computed before LIMIT cuts the list). The
+# arithmetic runs in numeric: the value after the last one recorded may lie past the bigint limit.
 SELECT_GAPS = """
 WITH recorded AS (
-    SELECT value, lag(value) OVER (ORDER BY value) AS previous
+    SELECT value::numeric AS value, lag(value::numeric) OVER (ORDER BY value) AS previous
     FROM numbers WHERE series_id = $1 AND period = $2
+),
+runs AS (
+    SELECT coalesce(previous + $4, $3) AS first, value - $4 AS last
+    FROM recorded
+    WHERE value > coalesce(previous + $4, $3)
+    UNION ALL
+    SELECT coalesce(max(value) + $4, $3), $5 FROM recorded
+    HAVING coalesce(max(value) + $4, $3) <= $5
 )
-SELECT coalesce(previous + $4, $3) AS first, value - $4 AS last
-FROM recorded
-WHERE value > coalesce(previous + $4, $3)
-UNION ALL
-SELECT coalesce(max(value) + $4, $3), $5 FROM numbers WHERE series_id = $1 AND period = $2
-HAVING coalesce(max(value) + $4, $3) <= $5
+SELECT first::bigint, last::bigint, count(*) OVER () AS runs,
+       sum(div(last - first, $4) + 1) OVER () AS missing
+FROM runs
 ORDER BY first
 LIMIT $6
 """
@@ -70,8 +77,6 @@ SEQUENCE_TOP = """
 SELECT pg_sequence_last_value(('docnum_seq_' || id)::regclass)
 FROM counters WHERE series_id = $1 AND period = $2
 """
-
-MAX_GAP_RUNS = 10_000
 
 
 async def record_numbers(
@@ -208,22 +213,29 @@ async def void(
 
 
 async def gaps(conn: Executor, series: Series, period: str) -> GapReport:
-    """Values between start and the period's last value that the ledger does not hold."""
+    """Values between start and the period's last value that the ledger does not hold.
+
+    At most ``MAX_GAP_RUNS`` runs are listed; ``missing`` and ``runs`` count them all, and
+    ``truncated`` says when the list is shorter than ``runs``.
+    """
     top_sql = SEQUENCE_TOP if series.mode == "sequence" else COUNTER_TOP
     top: int | None = await conn.fetchval(top_sql, series.id, period)
-    runs: list[Any] = []
+    rows: list[Any] = []
     if top is not None:
-        runs = await conn.fetch(
+        rows = await conn.fetch(
             SELECT_GAPS, series.id, period, series.start, series.step, top, MAX_GAP_RUNS
         )
     found = [
         Gap(first=r["first"], last=r["last"], count=(r["last"] - r["first"]) // series.step + 1)
-        for r in runs
+        for r in rows
     ]
+    runs = rows[0]["runs"] if rows else 0
     return GapReport(
         period=period,
         start=series.start,
         last_value=top,
-        missing=sum(g.count for g in found),
+        missing=int(rows[0]["missing"]) if rows else 0,
+        runs=runs,
+        truncated=runs > len(found),
         gaps=found,
     )

@@ -150,17 +150,6 @@ async def page(
     return entries, encode_cursor(entries[-1].period, entries[-1].value) if more else None
 
 
-async def stream(
-    conn: Connection, series: Series, *, period: str | None, status: str | None
-) -> AsyncIterator[asyncpg.Record]:
-    """Every matching row, read through a server-side cursor so memory stays flat."""
-    async with conn.transaction():
-        async for row in conn.cursor(
-            SELECT_PAGE, series.id, period, status, "", -(2**63), None, prefetch=1000
-        ):
-            yield row
-
-
 CSV_COLUMNS = (
     "period",
     "value",
@@ -171,23 +160,45 @@ CSV_COLUMNS = (
     "void_reason",
     "voided_at",
 )
+# Rows per page of a CSV export, each page read on a connection of its own (about 100 KB).
+CSV_PAGE_ROWS = 1000
 
 
 async def csv_chunks(
     pool: asyncpg.Pool, series: Series, *, period: str | None, status: str | None
 ) -> AsyncIterator[str]:
-    """The ledger as CSV, in chunks as rows arrive from a server-side cursor (API and portal)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    async with pool.acquire() as conn:
-        async for row in stream(conn, series, period=period, status=status):
-            writer.writerow([row[c] for c in CSV_COLUMNS])
-            if buffer.tell() > 65_536:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-    yield buffer.getvalue()
+    """The ledger as CSV, one chunk per keyset page (API and portal).
+
+    The first page is read now, so that a database that cannot answer fails the request before
+    anything is sent. Each later page is read when the client has taken the one before, on a
+    connection taken from the pool for that one statement: no connection and no transaction is
+    held while the client reads. Like the JSON pages, the export is not one snapshot: each row
+    appears once, as it was when its page was read.
+    """
+
+    async def rows_after(after_period: str, after_value: int) -> list[asyncpg.Record]:
+        return await pool.fetch(
+            SELECT_PAGE, series.id, period, status, after_period, after_value, CSV_PAGE_ROWS
+        )
+
+    def render(rows: list[asyncpg.Record], header: bool) -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        if header:
+            writer.writerow(CSV_COLUMNS)
+        writer.writerows([row[c] for c in CSV_COLUMNS] for row in rows)
+        return buffer.getvalue()
+
+    first = await rows_after(*decode_cursor(None))
+
+    async def chunks() -> AsyncIterator[str]:
+        rows = first
+        yield render(rows, header=True)
+        while len(rows) == CSV_PAGE_ROWS:
+            rows = await rows_after(rows[-1]["period"], rows[-1]["value"])
+            yield render(rows, header=False)
+
+    return chunks()
 
 
 async def void(

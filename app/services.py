@@ -13,6 +13,7 @@ from app import idempotency
 from app.auth import Authenticator
 from app.catalog import SeriesCatalog
 from app.database import create_pool, database_url
+from app.exports import ExportSlots
 from app.issuing import Issuer
 from app.migrate import migrate
 from app.settings import Settings
@@ -29,6 +30,7 @@ class Services:
     catalog: SeriesCatalog
     issuer: Issuer
     auth: Authenticator
+    exports: ExportSlots
 
 
 @contextlib.asynccontextmanager
@@ -46,6 +48,7 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             catalog=SeriesCatalog(pool, url),
             issuer=Issuer(pool, idempotency_ttl_seconds=settings.idempotency_ttl_seconds),
             auth=Authenticator(pool, settings.auth_cache_seconds),
+            exports=ExportSlots(settings.max_concurrent_exports),
         )
         await services.catalog.start()
         pruner = asyncio.create_task(_prune_forever(pool, settings.idempotency_ttl_seconds))

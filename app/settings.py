@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(
         default=1024, ge=1, description="Requests served at once per process; more get 503."
     )
+    max_concurrent_exports: int = Field(
+        default=4,
+        ge=1,
+        description="CSV ledger exports streamed at once per process; more get 503.",
+    )
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     auth_cache_seconds: float = Field(
         default=5.0, ge=0, description="How long a verified key is trusted before it is re-read."

@@ -4,9 +4,8 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
-from fastapi.responses import StreamingResponse
 
-from app import ledger
+from app import exports, ledger
 from app.deps import (
     JSON_BODY_PROBLEMS,
     AdminDep,
@@ -28,6 +27,7 @@ from app.errors import (
     SeriesArchived,
     SeriesExhausted,
     SeriesNotFound,
+    TooManyExports,
 )
 from app.idempotency import KEY_PATTERN, REPLAYED_HEADER, REPLAYED_RESPONSE, request_hash
 from app.issued import Claim, Issued
@@ -176,7 +176,10 @@ Period = Annotated[str | None, Query(pattern=PERIOD_PATTERN, examples=["2026"])]
     "/numbers",
     response_model=LedgerPage,
     summary="The ledger of issued numbers (as CSV with 'Accept: text/csv')",
-    responses={200: {"content": {"text/csv": {"example": CSV_EXAMPLE}}}, **LEDGER_RESPONSES},
+    responses={
+        200: {"content": {"text/csv": {"example": CSV_EXAMPLE}}},
+        **key_problems(SeriesNotFound, LedgerDisabled, TooManyExports),
+    },
 )
 async def numbers(
     name: SeriesNameParam,
@@ -192,10 +195,13 @@ async def numbers(
     if not series.ledger:
         raise LedgerDisabled(f"Series {name!r} does not record its numbers (ledger is off).")
     if "text/csv" in request.headers.get("accept", ""):
-        return StreamingResponse(
-            ledger.csv_chunks(services.pool, series, period=period, status=status),
-            media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="{name}-ledger.csv"'},
+        return await exports.csv_response(
+            services.pool,
+            services.exports,
+            series,
+            period=period,
+            status=status,
+            filename=f"{name}-ledger.csv",
         )
     items, next_cursor = await ledger.page(
         services.pool, series, period=period, status=status, cursor=cursor, limit=limit

@@ -12,7 +12,7 @@ import asyncpg
 from app import idempotency
 from app.auth import Authenticator
 from app.catalog import SeriesCatalog
-from app.database import create_pool, database_url
+from app.database import connect_direct, create_pool, database_url, direct_url
 from app.exports import ExportSlots
 from app.issuing import Issuer
 from app.migrate import migrate
@@ -38,14 +38,17 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
     url = database_url(settings)
     pool = await create_pool(url, settings)
     try:
-        async with pool.acquire() as conn:
-            applied = await migrate(conn)
+        direct = await connect_direct(url, settings)
+        try:
+            applied = await migrate(direct)
+        finally:
+            await direct.close()
         if applied:
             logger.info("applied migrations: %s", ", ".join(applied))
         services = Services(
             settings=settings,
             pool=pool,
-            catalog=SeriesCatalog(pool, url),
+            catalog=SeriesCatalog(pool, direct_url(settings, url)),
             issuer=Issuer(pool, idempotency_ttl_seconds=settings.idempotency_ttl_seconds),
             auth=Authenticator(pool, settings.auth_cache_seconds),
             exports=ExportSlots(settings.max_concurrent_exports),

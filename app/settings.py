@@ -20,6 +20,22 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "DOCNUM_DATABASE_URL"),
         description="PostgreSQL to use. Unset: an embedded PostgreSQL keeps its data in data_dir.",
     )
+    direct_database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL reached without a transaction pooler in between, for listening "
+        "to series changes and for migrations. Unset: DATABASE_URL.",
+    )
+    transaction_pooling: bool = Field(
+        default=False,
+        description="DATABASE_URL goes through a transaction pooler (PgBouncer pool_mode = "
+        "transaction): session settings are sent with each transaction, not at connection.",
+    )
+    statement_cache_size: int = Field(
+        default=100,
+        ge=0,
+        description="Prepared statements asyncpg keeps per connection; 0 behind PgBouncer "
+        "older than 1.21 (or without max_prepared_statements) in transaction mode.",
+    )
     data_dir: Path = Field(
         default=Path(".docnum"),
         description="Where the embedded PostgreSQL and the first-start admin key are kept.",

@@ -4,17 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser lint check-tests bench bench-quick clean
+.PHONY: run test browser pgbouncer lint check-tests bench bench-quick clean
 
 run: $(STAMP)
 	$(BIN)/docnum serve
 
-test: $(STAMP) browser lint check-tests
+test: $(STAMP) browser pgbouncer lint check-tests
 
 # Browser tests drive Debian's Chromium; Playwright cannot download its own browser here.
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# Tests run the service through Debian's PgBouncer in transaction pooling mode too.
+pgbouncer:
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

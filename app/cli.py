@@ -14,7 +14,7 @@ import uvicorn
 
 from app import demo, keys, logs
 from app.auth import SCOPES
-from app.database import Connection, database_url
+from app.database import Connection, database_url, direct_url
 from app.errors import KeyNotFound, TenantNotFound
 from app.migrate import MigrationError, migrate
 from app.settings import Settings, get_settings
@@ -24,6 +24,8 @@ CLI_ACTOR = "command line"
 
 
 def _with_connection(url: str, work: Callable[[Connection], Awaitable[T]]) -> T:
+    """Run ``work`` on one connection to ``url`` (a direct one: migrations need a session)."""
+
     async def run() -> T:
         try:
             conn = await asyncpg.connect(url)
@@ -58,7 +60,11 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
     async def prepare(conn: Connection) -> str | None:
         return await demo.bootstrap(conn) if settings.demo else None
 
-    demo.announce(_with_connection(url, prepare), settings.data_dir, f"http://{host}:{port}")
+    demo.announce(
+        _with_connection(direct_url(settings, url), prepare),
+        settings.data_dir,
+        f"http://{host}:{port}",
+    )
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -76,12 +82,12 @@ def migrate_command(settings: Settings, _args: argparse.Namespace) -> None:
     async def report(_conn: Connection) -> None:
         return None
 
-    _with_connection(database_url(settings), report)
+    _with_connection(direct_url(settings, database_url(settings)), report)
     print("migrations are up to date", file=sys.stderr)
 
 
 def keys_command(settings: Settings, args: argparse.Namespace) -> None:
-    url = database_url(settings)
+    url = direct_url(settings, database_url(settings))
 
     async def create(conn: Connection) -> None:
         tenant = await keys.ensure_tenant(conn, args.tenant)

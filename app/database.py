@@ -1,4 +1,19 @@
-"""Where PostgreSQL comes from, and the pool every request shares."""
+"""Where PostgreSQL comes from, and the pool every request shares.
+
+The pool may reach PostgreSQL directly or through a transaction pooler (PgBouncer with
+``pool_mode = transaction``), where each transaction may run on another server connection:
+
+- Session settings (lock and statement timeouts) cannot be startup parameters there: PgBouncer
+  refuses the ones it does not track. With ``transaction_pooling`` they are sent with each
+  ``BEGIN``, as ``SET LOCAL`` in the same message, so they hold for exactly that transaction on
+  whichever server connection runs it, at no extra round trip. Statements outside a transaction
+  then run with the server's own defaults (set them on the role; see docs/scaling.md).
+- Named prepared statements do not survive a change of server connection: with
+  ``statement_cache_size = 0`` asyncpg parses every statement again in the same message as its
+  execution, which any server connection can run.
+- Whatever needs one session for longer than a transaction (``LISTEN``, the migrations' advisory
+  lock) uses ``direct_url``, a connection that does not go through the pooler.
+"""
 
 import logging
 import warnings
@@ -45,6 +60,53 @@ def database_url(settings: Settings) -> str:
     return settings.database_url or start_embedded(settings.data_dir)
 
 
+def direct_url(settings: Settings, url: str) -> str:
+    """PostgreSQL without a transaction pooler in between (for LISTEN and the migrations), when
+    the pool's ``url`` goes through one."""
+    return settings.direct_database_url or url
+
+
+def session_settings(settings: Settings) -> dict[str, str]:
+    """What every connection of the service runs with, however it is reached."""
+    return {
+        "lock_timeout": f"{settings.lock_timeout_ms}ms",
+        "statement_timeout": f"{settings.statement_timeout_ms}ms",
+        "idle_in_transaction_session_timeout": "60s",
+    }
+
+
+async def connect_direct(url: str, settings: Settings) -> "asyncpg.Connection[Any]":
+    """One connection to ``direct_url``, with the service's session settings."""
+    return await asyncpg.connect(
+        direct_url(settings, url),
+        timeout=CONNECT_TIMEOUT_SECONDS,
+        server_settings={"application_name": "docnum", **session_settings(settings)},
+    )
+
+
+# What asyncpg sends to open a top-level transaction with default options.
+ASYNCPG_BEGIN = "BEGIN;"
+
+
+def _connection_class(settings: Settings) -> "type[asyncpg.Connection[Any]]":
+    """Behind a transaction pooler, connections whose every transaction starts with the session
+    settings (``BEGIN; SET LOCAL …`` in one simple-query message)."""
+    if not settings.transaction_pooling:
+        return asyncpg.Connection
+    # The values are the service's own settings (integers and fixed text), not client input.
+    local = [f"SET LOCAL {name} = '{value}';" for name, value in session_settings(settings).items()]
+    begin = " ".join([ASYNCPG_BEGIN, *local])
+
+    class TransactionPooledConnection(asyncpg.Connection):
+        # asyncpg's own signature, timeout included.
+        async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:  # noqa: ASYNC109
+            if query == ASYNCPG_BEGIN and not args:
+                query = begin
+            return await super().execute(query, *args, timeout=timeout)
+
+    return TransactionPooledConnection
+
+
 class BoundedPool(asyncpg.Pool):
     """A pool whose every acquire gives up after ``acquire_timeout`` seconds.
 
@@ -71,14 +133,13 @@ async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
         loop=None,
-        connection_class=asyncpg.Connection,
+        connection_class=_connection_class(settings),
         record_class=asyncpg.Record,
         timeout=CONNECT_TIMEOUT_SECONDS,
+        statement_cache_size=settings.statement_cache_size,
         server_settings={
             "application_name": "docnum",
-            "lock_timeout": f"{settings.lock_timeout_ms}ms",
-            "statement_timeout": f"{settings.statement_timeout_ms}ms",
-            "idle_in_transaction_session_timeout": "60s",
+            **({} if settings.transaction_pooling else session_settings(settings)),
         },
     )
     return await pool

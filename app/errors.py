@@ -166,6 +166,10 @@ class Overloaded(Unavailable):
     slug, title = "overloaded", "Too many requests in progress"
 
 
+class TooManyExports(Unavailable):
+    slug, title = "too-many-exports", "Too many ledger exports in progress"
+
+
 def field_error(field: str, message: str) -> InvalidRequest:
     """A 422 naming one field, in the same shape as request-validation errors."""
     return InvalidRequest(f"{field}: {message}", errors=[{"field": field, "message": message}])

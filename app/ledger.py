@@ -29,6 +29,7 @@ from app.issued import Issued
 from app.schemas import (
     COUNTER_VARIABLES_PATTERN,
     MAX_BIGINT,
+    MAX_GAP_RUNS,
     PERIOD_PATTERN,
     Gap,
     GapReport,
@@ -63,19 +64,25 @@ RETURNING {ENTRY_COLUMNS}
 # One number, by the unique (series_id, number) index.
 SELECT_NUMBER = f"SELECT {ENTRY_COLUMNS} FROM numbers WHERE series_id = $1 AND number = $2"
 NUMBER_EXISTS = "SELECT EXISTS (SELECT 1 FROM numbers WHERE series_id = $1 AND number = $2)"
-# Runs of missing values between consecutive recorded ones, plus before the first recorded.
+# Runs of missing values between consecutive recorded ones, plus after the last recorded, each
+# with the totals over every run (window aggregates, computed before LIMIT cuts the list). The
+# arithmetic runs in numeric: the value after the last one recorded may lie past the bigint limit.
 SELECT_GAPS = """
 WITH recorded AS (
-    SELECT value, lag(value) OVER (ORDER BY value) AS previous
+    SELECT value::numeric AS value, lag(value::numeric) OVER (ORDER BY value) AS previous
     FROM numbers WHERE series_id = $1 AND period = $2 AND variables = $3
+),
+runs AS (
+    SELECT coalesce(previous + $5, $4) AS first, value - $5 AS last
+    FROM recorded
+    WHERE value > coalesce(previous + $5, $4)
+    UNION ALL
+    SELECT coalesce(max(value) + $5, $4), $6 FROM recorded
+    HAVING coalesce(max(value) + $5, $4) <= $6
 )
-SELECT coalesce(previous + $5, $4) AS first, value - $5 AS last
-FROM recorded
-WHERE value > coalesce(previous + $5, $4)
-UNION ALL
-SELECT coalesce(max(value) + $5, $4), $6 FROM numbers
-WHERE series_id = $1 AND period = $2 AND variables = $3
-HAVING coalesce(max(value) + $5, $4) <= $6
+SELECT first::bigint, last::bigint, count(*) OVER () AS runs,
+       sum(div(last - first, $5) + 1) OVER () AS missing
+FROM runs
 ORDER BY first
 LIMIT $7
 """
@@ -86,8 +93,6 @@ SEQUENCE_TOP = """
 SELECT pg_sequence_last_value(('docnum_seq_' || id)::regclass)
 FROM counters WHERE series_id = $1 AND period = $2 AND variables = $3
 """
-
-MAX_GAP_RUNS = 10_000
 
 
 async def record_numbers(
@@ -164,29 +169,6 @@ async def page(
     return entries, encode_cursor(entries[-1]) if more else None
 
 
-async def stream(
-    conn: Connection,
-    series: Series,
-    *,
-    period: str | None,
-    variables: str | None,
-    status: str | None,
-) -> AsyncIterator[asyncpg.Record]:
-    """Every matching row, read through a server-side cursor so memory stays flat."""
-    async with conn.transaction():
-        async for row in conn.cursor(
-            SELECT_PAGE,
-            series.id,
-            period,
-            variables,
-            status,
-            *decode_cursor(None),
-            None,
-            prefetch=1000,
-        ):
-            yield row
-
-
 CSV_COLUMNS = (
     "period",
     "variables",
@@ -198,6 +180,8 @@ CSV_COLUMNS = (
     "void_reason",
     "voided_at",
 )
+# Rows per page of a CSV export, each page read on a connection of its own (about 100 KB).
+CSV_PAGE_ROWS = 1000
 
 
 async def csv_chunks(
@@ -208,18 +192,39 @@ async def csv_chunks(
     variables: str | None,
     status: str | None,
 ) -> AsyncIterator[str]:
-    """The ledger as CSV, in chunks as rows arrive from a server-side cursor (API and portal)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    async with pool.acquire() as conn:
-        async for row in stream(conn, series, period=period, variables=variables, status=status):
-            writer.writerow([row[c] for c in CSV_COLUMNS])
-            if buffer.tell() > 65_536:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-    yield buffer.getvalue()
+    """The ledger as CSV, one chunk per keyset page (API and portal).
+
+    The first page is read now, so that a database that cannot answer fails the request before
+    anything is sent. Each later page is read when the client has taken the one before, on a
+    connection taken from the pool for that one statement: no connection and no transaction is
+    held while the client reads. Like the JSON pages, the export is not one snapshot: each row
+    appears once, as it was when its page was read.
+    """
+
+    async def rows_after(after: tuple[str, str, int]) -> list[asyncpg.Record]:
+        return await pool.fetch(
+            SELECT_PAGE, series.id, period, variables, status, *after, CSV_PAGE_ROWS
+        )
+
+    def render(rows: list[asyncpg.Record], header: bool) -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        if header:
+            writer.writerow(CSV_COLUMNS)
+        writer.writerows([row[c] for c in CSV_COLUMNS] for row in rows)
+        return buffer.getvalue()
+
+    first = await rows_after(decode_cursor(None))
+
+    async def chunks() -> AsyncIterator[str]:
+        rows = first
+        yield render(rows, header=True)
+        while len(rows) == CSV_PAGE_ROWS:
+            last = rows[-1]
+            rows = await rows_after((last["period"], last["variables"], last["value"]))
+            yield render(rows, header=False)
+
+    return chunks()
 
 
 async def lookup(conn: Executor, series: Series, number: str) -> LedgerEntry:
@@ -252,23 +257,30 @@ async def void(
 
 
 async def gaps(conn: Executor, series: Series, counter: CounterKey) -> GapReport:
-    """Values between start and the counter's last value that the ledger does not hold."""
+    """Values between start and the counter's last value that the ledger does not hold.
+
+    At most ``MAX_GAP_RUNS`` runs are listed; ``missing`` and ``runs`` count them all, and
+    ``truncated`` says when the list is shorter than ``runs``.
+    """
     top_sql = SEQUENCE_TOP if series.mode == "sequence" else COUNTER_TOP
     top: int | None = await conn.fetchval(top_sql, series.id, *counter)
-    runs: list[Any] = []
+    rows: list[Any] = []
     if top is not None:
-        runs = await conn.fetch(
+        rows = await conn.fetch(
             SELECT_GAPS, series.id, *counter, series.start, series.step, top, MAX_GAP_RUNS
         )
     found = [
         Gap(first=r["first"], last=r["last"], count=(r["last"] - r["first"]) // series.step + 1)
-        for r in runs
+        for r in rows
     ]
+    runs = rows[0]["runs"] if rows else 0
     return GapReport(
         period=counter.period,
         variables=counter.variables,
         start=series.start,
         last_value=top,
-        missing=sum(g.count for g in found),
+        missing=int(rows[0]["missing"]) if rows else 0,
+        runs=runs,
+        truncated=runs > len(found),
         gaps=found,
     )

@@ -418,6 +418,10 @@ class VoidRequest(StrictModel):
     reason: str = Field(min_length=1, max_length=500, pattern=TEXT_PATTERN)
 
 
+# The most runs a gap report lists; its totals count every run.
+MAX_GAP_RUNS = 10_000
+
+
 class Gap(BaseModel):
     first: int
     last: int
@@ -434,6 +438,8 @@ class GapReport(BaseModel):
                     "start": 1,
                     "last_value": 130,
                     "missing": 2,
+                    "runs": 1,
+                    "truncated": False,
                     "gaps": [{"first": 57, "last": 58, "count": 2}],
                 }
             ]
@@ -444,5 +450,9 @@ class GapReport(BaseModel):
     variables: CounterVariables
     start: int
     last_value: int | None
-    missing: int
+    missing: int = Field(description="Values missing in the whole period, listed or not.")
+    runs: int = Field(description="Runs of consecutive missing values in the whole period.")
+    truncated: bool = Field(
+        description=f"True when `gaps` lists only the first {MAX_GAP_RUNS:,} of `runs` runs."
+    )
     gaps: list[Gap]

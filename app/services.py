@@ -12,7 +12,8 @@ import asyncpg
 from app import idempotency
 from app.auth import Authenticator
 from app.catalog import SeriesCatalog
-from app.database import create_pool, database_url
+from app.database import connect_direct, create_pool, database_url, direct_url
+from app.exports import ExportSlots
 from app.issuing import DateWindow, Issuer
 from app.migrate import migrate
 from app.settings import Settings
@@ -29,6 +30,7 @@ class Services:
     catalog: SeriesCatalog
     issuer: Issuer
     auth: Authenticator
+    exports: ExportSlots
 
 
 @contextlib.asynccontextmanager
@@ -36,11 +38,14 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
     url = database_url(settings)
     pool = await create_pool(url, settings)
     try:
-        async with pool.acquire() as conn:
-            applied = await migrate(conn)
+        direct = await connect_direct(url, settings)
+        try:
+            applied = await migrate(direct)
+        finally:
+            await direct.close()
         if applied:
             logger.info("applied migrations: %s", ", ".join(applied))
-        catalog = SeriesCatalog(pool, url)
+        catalog = SeriesCatalog(pool, direct_url(settings, url))
         services = Services(
             settings=settings,
             pool=pool,
@@ -52,6 +57,7 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
                 window=DateWindow(settings.earliest_date, settings.latest_date),
             ),
             auth=Authenticator(pool, settings.auth_cache_seconds),
+            exports=ExportSlots(settings.max_concurrent_exports),
         )
         await services.catalog.start()
         pruner = asyncio.create_task(_prune_forever(pool, settings.idempotency_ttl_seconds))

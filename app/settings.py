@@ -21,6 +21,22 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "DOCNUM_DATABASE_URL"),
         description="PostgreSQL to use. Unset: an embedded PostgreSQL keeps its data in data_dir.",
     )
+    direct_database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL reached without a transaction pooler in between, for listening "
+        "to series changes and for migrations. Unset: DATABASE_URL.",
+    )
+    transaction_pooling: bool = Field(
+        default=False,
+        description="DATABASE_URL goes through a transaction pooler (PgBouncer pool_mode = "
+        "transaction): session settings are sent with each transaction, not at connection.",
+    )
+    statement_cache_size: int = Field(
+        default=100,
+        ge=0,
+        description="Prepared statements asyncpg keeps per connection; 0 behind PgBouncer "
+        "older than 1.21 (or without max_prepared_statements) in transaction mode.",
+    )
     data_dir: Path = Field(
         default=Path(".docnum"),
         description="Where the embedded PostgreSQL and the first-start admin key are kept.",
@@ -49,6 +65,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=65_536, ge=1024)
     max_concurrent_requests: int = Field(
         default=1024, ge=1, description="Requests served at once per process; more get 503."
+    )
+    max_concurrent_exports: int = Field(
+        default=4,
+        ge=1,
+        description="CSV ledger exports streamed at once per process; more get 503.",
     )
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     auth_cache_seconds: float = Field(

@@ -70,6 +70,8 @@ async def test_a_full_batch_is_one_contiguous_run_in_the_ledger(
         "start": 5,
         "last_value": expected[-1],
         "missing": 0,
+        "runs": 0,
+        "truncated": False,
         "gaps": [],
     }
 

@@ -3,13 +3,15 @@ recovers by itself when it is back, and no guarantee is lost.
 
 The test runs a PostgreSQL of its own (embedded, in a temporary directory) so it may stop it. It
 stops it in ``immediate`` mode, as a crash would: no checkpoint, recovery from the WAL at start.
+It runs twice: with the processes connected directly, and through PgBouncer in transaction
+pooling mode, which stays up while PostgreSQL goes away and comes back.
 """
 
 import asyncio
 import contextlib
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -18,6 +20,7 @@ import pytest
 
 from tests.conftest import make_tenant
 from tests.support import (
+    ROUTES,
     Load,
     ServiceProcess,
     Target,
@@ -28,6 +31,7 @@ from tests.support import (
     guarantee_violations,
     hold_first_ledger_row,
     lock_waiters,
+    reached_by,
     services_side_by_side,
 )
 
@@ -133,11 +137,22 @@ async def issue_number(http: httpx.AsyncClient, service: ServiceProcess, target:
     return number
 
 
+@contextlib.asynccontextmanager
+async def two_services(
+    route: str, server: OwnPostgres, service_dir: Path
+) -> AsyncIterator[list[ServiceProcess]]:
+    """Two processes on ``server``, connected directly or through PgBouncer."""
+    with reached_by(route, server.url) as (url, env):
+        async with services_side_by_side(url, service_dir, 2, env=env) as running:
+            yield running
+
+
+@pytest.mark.parametrize("route", ROUTES)
 async def test_database_restart_mid_load_is_survived_without_a_service_restart(
-    own_postgres: OwnPostgres, service_dir: Path
+    own_postgres: OwnPostgres, service_dir: Path, route: str
 ) -> None:
     async with (
-        services_side_by_side(own_postgres.url, service_dir, 2) as running,
+        two_services(route, own_postgres, service_dir) as running,
         httpx.AsyncClient(timeout=10) as http,
     ):
         first, second = running

@@ -7,9 +7,11 @@ import io
 from typing import Any
 from urllib.parse import quote
 
+import asyncpg
 import httpx
 import pytest
 
+from app.schemas import MAX_BIGINT, MAX_GAP_RUNS
 from tests.support import Tenant, assert_problem, create_series
 
 
@@ -222,6 +224,8 @@ async def test_a_failed_sequence_request_leaves_a_reported_gap(
         "start": 1,
         "last_value": 5,
         "missing": 1,
+        "runs": 1,
+        "truncated": False,
         "gaps": [{"first": 3, "last": 3, "count": 1}],
     }
 
@@ -237,9 +241,70 @@ async def test_gaps_of_an_unused_period_are_empty(
         "start": 7,
         "last_value": None,
         "missing": 0,
+        "runs": 0,
+        "truncated": False,
         "gaps": [],
     }
     assert (await gaps(client, tenant, "2026"))["last_value"] == 9
+
+
+# Removes ledger rows behind the service's back, as only a test may, to leave gaps in it.
+FORGET_VALUES = """
+DELETE FROM numbers USING series AS s
+WHERE numbers.series_id = s.id AND s.tenant_id = $1 AND s.name = $2 AND value = ANY($3::bigint[])
+"""
+# Records the even values from 2 to $3 and raises the counter to $4, as issuing would have.
+RECORD_EVEN_VALUES = """
+WITH s AS (SELECT id FROM series WHERE tenant_id = $1 AND name = $2),
+raised AS (UPDATE counters SET last_value = $4 WHERE series_id = (SELECT id FROM s))
+INSERT INTO numbers (series_id, period, value, number, date)
+SELECT (SELECT id FROM s), 'all', v, 'E-' || v, current_date FROM generate_series(2, $3, 2) AS v
+"""
+
+
+async def test_gaps_up_to_the_bigint_limit_are_reported(
+    client: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool
+) -> None:
+    await create_series(client, tenant, "l", start=MAX_BIGINT - 8, step=2, format="L-{seq}")
+    values = await issue(client, tenant, 5)
+    assert values[-1] == MAX_BIGINT
+    assert await gaps(client, tenant, "all") == {
+        "period": "all",
+        "variables": {},
+        "start": MAX_BIGINT - 8,
+        "last_value": MAX_BIGINT,
+        "missing": 0,
+        "runs": 0,
+        "truncated": False,
+        "gaps": [],
+    }
+    await pool.execute(FORGET_VALUES, tenant.id, "l", [MAX_BIGINT - 4, MAX_BIGINT])
+    report = await gaps(client, tenant, "all")
+    assert (report["missing"], report["runs"], report["truncated"]) == (2, 2, False)
+    assert report["gaps"] == [
+        {"first": MAX_BIGINT - 4, "last": MAX_BIGINT - 4, "count": 1},
+        {"first": MAX_BIGINT, "last": MAX_BIGINT, "count": 1},
+    ]
+
+
+async def test_a_gap_report_past_its_run_limit_says_so_and_counts_every_run(
+    client: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool
+) -> None:
+    """Value 1 issued, then every even value recorded: each odd value is a run of its own."""
+    await create_series(client, tenant, "l", format="L-{seq}")
+    await issue(client, tenant, 1)
+    top = 2 * MAX_GAP_RUNS + 3
+    await pool.execute(RECORD_EVEN_VALUES, tenant.id, "l", top - 1, top)
+    report = await gaps(client, tenant, "all")
+    assert report["last_value"] == top
+    assert (report["missing"], report["runs"], report["truncated"]) == (
+        MAX_GAP_RUNS + 1,
+        MAX_GAP_RUNS + 1,
+        True,
+    )
+    assert len(report["gaps"]) == MAX_GAP_RUNS
+    assert report["gaps"][0] == {"first": 3, "last": 3, "count": 1}
+    assert report["gaps"][-1] == {"first": top - 2, "last": top - 2, "count": 1}
 
 
 async def test_an_archived_series_keeps_its_ledger_readable(

@@ -6,6 +6,10 @@ Checked afterwards: no value and no number reaches two requests; every number is
 rendered by the format; a batch is one contiguous run (gapless, cached) or ascending (sequence);
 gapless values are exactly start, start + step, ... with no hole; where a series keeps a ledger,
 it holds exactly what the clients received, and for gapless /gaps reports nothing missing.
+
+Each runs twice: with the processes connected to PostgreSQL directly, and through PgBouncer in
+transaction pooling mode (LISTEN and migrations on their direct URL), there with half the
+requests, which keeps the suite within its time budget.
 """
 
 import asyncio
@@ -19,11 +23,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import ServiceProcess, Tenant, create_series, services
+from tests.support import ROUTES, ServiceProcess, Tenant, create_series, reached_by, services
 
 PROCESSES = 3
 CLIENTS = 36
-REQUESTS = 5_004  # per mode: 139 per client
+REQUESTS = {"direct": 5_004, "pgbouncer": 2_502}  # per mode, by route: 139 or 69 per client
 BATCH_EVERY = 10  # every tenth request of a client is a batch of 1 to 9
 FORMAT = "MP-{seq:08}"
 
@@ -37,9 +41,19 @@ SERVICE_ENV = {
 }
 
 
+@pytest.fixture(scope="module", params=ROUTES)
+def route(request: pytest.FixtureRequest) -> str:
+    """How the processes reach PostgreSQL."""
+    name: str = request.param
+    return name
+
+
 @pytest.fixture(scope="module")
-def processes(database_url: str, service_dir: Path) -> Iterator[list[ServiceProcess]]:
-    with services(database_url, service_dir, PROCESSES, env=SERVICE_ENV) as started:
+def processes(route: str, database_url: str, service_dir: Path) -> Iterator[list[ServiceProcess]]:
+    with (
+        reached_by(route, database_url) as (url, env),
+        services(url, service_dir, PROCESSES, env={**SERVICE_ENV, **env}) as started,
+    ):
         yield started
 
 
@@ -57,7 +71,7 @@ class Received:
 
 
 async def run_clients(
-    processes: list[ServiceProcess], tenant: Tenant, names: list[str]
+    processes: list[ServiceProcess], tenant: Tenant, names: list[str], requests: int
 ) -> dict[str, Received]:
     """Each client sends one request at a time over a connection of its own."""
     received = {name: Received() for name in names}
@@ -75,7 +89,7 @@ async def run_clients(
         async with httpx.AsyncClient(
             base_url=url, headers=tenant.issuer, timeout=30, limits=limits, verify=tls
         ) as http:
-            for sent in range(REQUESTS // CLIENTS):
+            for sent in range(requests // CLIENTS):
                 if sent % BATCH_EVERY == BATCH_EVERY - 1:
                     count = 1 + (index + sent) % 9
                     response = await http.post(f"/series/{name}/batch", json={"count": count})
@@ -120,6 +134,7 @@ async def recorded(http: httpx.AsyncClient, name: str) -> list[tuple[int, str]]:
 )
 async def test_processes_never_issue_a_value_twice(
     processes: list[ServiceProcess],
+    route: str,
     client: httpx.AsyncClient,
     tenant: Tenant,
     mode: str,
@@ -143,10 +158,10 @@ async def test_processes_never_issue_a_value_twice(
             format=FORMAT,
         )
 
-    received = await run_clients(processes, tenant, names)
+    received = await run_clients(processes, tenant, names, REQUESTS[route])
 
     total = sum(len(r.numbers) for r in received.values())
-    assert total >= REQUESTS  # batches bring more values than requests
+    assert total >= REQUESTS[route]  # batches bring more values than requests
     for name, ledger in zip(names, ledgers, strict=True):
         got = received[name]
         assert got.failures == []

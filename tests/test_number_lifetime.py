@@ -201,6 +201,8 @@ async def test_a_gapless_branch_has_no_hole_in_its_ledger_or_its_gap_report(
         "start": 1,
         "last_value": 3,
         "missing": 0,
+        "runs": 0,
+        "truncated": False,
         "gaps": None,
     }
     csv = await client.get("/series/po/numbers", headers=tenant.issuer | {"Accept": "text/csv"})

@@ -4,9 +4,8 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import StreamingResponse
 
-from app import ledger
+from app import exports, ledger
 from app import series as series_sql
 from app.admin.forms import FormInvalid, parse, problem_errors
 from app.admin.series_pages import series_path
@@ -93,12 +92,14 @@ async def ledger_csv(
         raise LedgerDisabled(f"Series {name!r} does not record its numbers (ledger is off).")
     chosen_period, chosen_status = _filters(period, status)
     filename = f"{name}-{chosen_period or 'all'}-ledger.csv"
-    return StreamingResponse(
-        ledger.csv_chunks(
-            services.pool, found, period=chosen_period, variables=None, status=chosen_status
-        ),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    return await exports.csv_response(
+        services.pool,
+        services.exports,
+        found,
+        period=chosen_period,
+        variables=None,
+        status=chosen_status,
+        filename=filename,
     )
 
 

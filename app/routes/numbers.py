@@ -10,9 +10,8 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
-from fastapi.responses import StreamingResponse
 
-from app import ledger
+from app import exports, ledger
 from app.definition import CounterKey, Series
 from app.deps import (
     JSON_BODY_PROBLEMS,
@@ -35,6 +34,7 @@ from app.errors import (
     SeriesArchived,
     SeriesExhausted,
     SeriesNotFound,
+    TooManyExports,
 )
 from app.idempotency import KEY_PATTERN, REPLAYED_HEADER, REPLAYED_RESPONSE, request_hash
 from app.issued import Claim, Issued
@@ -203,7 +203,10 @@ CounterVariablesQuery = Annotated[
     "/numbers",
     response_model=LedgerPage,
     summary="The ledger of issued numbers (as CSV with 'Accept: text/csv')",
-    responses={200: {"content": {"text/csv": {"example": CSV_EXAMPLE}}}, **LEDGER_RESPONSES},
+    responses={
+        200: {"content": {"text/csv": {"example": CSV_EXAMPLE}}},
+        **key_problems(SeriesNotFound, LedgerDisabled, TooManyExports),
+    },
 )
 async def numbers(
     name: SeriesNameParam,
@@ -218,12 +221,14 @@ async def numbers(
 ) -> LedgerPage | Response:
     series = await _with_ledger(services, principal.tenant_id, name)
     if "text/csv" in request.headers.get("accept", ""):
-        return StreamingResponse(
-            ledger.csv_chunks(
-                services.pool, series, period=period, variables=variables, status=status
-            ),
-            media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="{name}-ledger.csv"'},
+        return await exports.csv_response(
+            services.pool,
+            services.exports,
+            series,
+            period=period,
+            variables=variables,
+            status=status,
+            filename=f"{name}-ledger.csv",
         )
     items, next_cursor = await ledger.page(
         services.pool,

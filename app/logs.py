@@ -216,15 +216,14 @@ class _Writer(QueueListener):
     def dequeue(self, block: bool) -> logging.LogRecord:
         if not self.pending.qsize():
             self.handler.flush()
-        return self.pending.get()
+        record = self.pending.get()
+        if record is None:  # the stop signal: this thread writes what is left, then ends
+            self.handler.flush()
+        return record
 
     def enqueue_sentinel(self) -> None:
         super().enqueue_sentinel()
         self.pending.wake.set()
-
-    def stop(self) -> None:
-        super().stop()
-        self.handler.flush()
 
 
 def _attach_request_id(record: logging.LogRecord) -> bool:

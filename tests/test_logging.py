@@ -248,21 +248,26 @@ def service_with_a_pipe(
         os.close(stderr.read_end)
 
 
-async def answer_in_turn(service: ServiceProcess, request_ids: list[str]) -> None:
+async def answered_while_blocked(
+    service: ServiceProcess, stderr: StandardError, prefix: str
+) -> list[str]:
+    """Stop reading the service's standard error, then send requests one at a time, more than
+    the pipe holds lines; every one must be answered. Returns their request ids."""
+    stderr.reading.clear()
+    request_ids = [f"{prefix}-{i}" for i in range(BLOCKING_REQUESTS)]
     async with httpx.AsyncClient(base_url=service.url, timeout=ANSWER_WITHIN) as client:
         for request_id in request_ids:
             response = await client.get("/healthz", headers={"X-Request-ID": request_id})
             assert response.status_code == 200, response.text
+    return request_ids
 
 
 async def test_requests_are_answered_while_standard_error_is_blocked_and_logged_once_it_drains(
     database_url: str, service_dir: Path
 ) -> None:
     with service_with_a_pipe(database_url, service_dir) as (service, stderr):
-        stderr.reading.clear()
-        request_ids = [f"blocked-{i}" for i in range(BLOCKING_REQUESTS)]
         # Writing on the request path would block the server at the first full pipe.
-        await answer_in_turn(service, request_ids)
+        request_ids = await answered_while_blocked(service, stderr, "blocked")
         stderr.reading.set()
         await eventually(
             lambda: set(request_ids) <= set(stderr.access_lines()), "every line is written"
@@ -307,9 +312,7 @@ async def test_lines_waiting_at_sigterm_are_written_before_the_process_exits(
     database_url: str, service_dir: Path
 ) -> None:
     with service_with_a_pipe(database_url, service_dir) as (service, stderr):
-        stderr.reading.clear()
-        request_ids = [f"waiting-{i}" for i in range(BLOCKING_REQUESTS)]
-        await answer_in_turn(service, request_ids)
+        request_ids = await answered_while_blocked(service, stderr, "waiting")
         service.process.send_signal(signal.SIGTERM)
         stderr.reading.set()
         assert service.process.wait(timeout=EXIT_WITHIN) == 0

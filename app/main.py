@@ -26,9 +26,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running(settings) as services:
-            app.state.services = services
-            yield
+        with logs.background_writer(settings):
+            async with running(settings) as services:
+                app.state.services = services
+                yield
 
     app = FastAPI(
         title="Docnum",

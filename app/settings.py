@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto", description="auto: JSON lines unless standard error is a terminal."
     )
+    log_buffer_lines: int = Field(
+        default=10_000,
+        ge=1,
+        description="Lines of successful requests that may wait for the log writer; past it they "
+        "are dropped and counted. Lines of failed requests and warnings are never dropped.",
+    )
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
     pool_timeout_ms: int = Field(

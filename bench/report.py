@@ -1,5 +1,6 @@
 """From runs to the table, the ratios to the references, the targets, results.md and the plot."""
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,70 @@ def targets(
         for index, growth in sorted(rss_growth.items())
     ]
     return found
+
+
+@dataclass(frozen=True)
+class LogRun:
+    """One run of the request log's paired measurement: the same load on Docnum with its default
+    settings (one log line per request) or with ``DOCNUM_LOG_LEVEL=warning`` (none)."""
+
+    pair: int
+    level: str  # "default" or "warning"
+    row: Row
+
+    @property
+    def cpu_per_request_us(self) -> float | None:
+        """The server's CPU time per answered request: less swayed by a busy machine than req/s."""
+        row = self.row
+        if row.server_cpu is None or not row.per_second:
+            return None
+        return row.server_cpu / 100 / row.per_second * 1e6
+
+
+LOG_LEVELS = ("default", "warning")
+
+
+def log_medians(runs: list[LogRun]) -> dict[str, float]:
+    """The median req/s of each log setting over the runs that got answers."""
+    medians: dict[str, float] = {}
+    for level in LOG_LEVELS:
+        rates = [r.row.per_second for r in runs if r.level == level and r.row.measured.requests]
+        if rates:
+            medians[level] = statistics.median(rates)
+    return medians
+
+
+def log_cost_target(runs: list[LogRun]) -> Target:
+    """The request log's cost: median req/s with the default settings over that at warning."""
+    medians = log_medians(runs)
+    cost = medians["default"] / medians["warning"] if len(medians) == 2 else None
+    first = runs[0].row
+    at = f"{first.workers} workers, {first.connections} connections"
+    label = f"request log: cached next, default / warning ({at}, medians of {len(runs) // 2} pairs)"
+    return Target(label, cost, 0.9, True, "x")
+
+
+def log_cost_table(runs: list[LogRun]) -> list[str]:
+    lines = [
+        "| pair | run | log settings | req/s | server CPU µs/request | p50 ms | p99 ms | errors |"
+    ]
+    lines.append("|--:|--:|---|--:|--:|--:|--:|--:|")
+    for index, run in enumerate(runs, 1):
+        m = run.row.measured
+        setting = "default (`info`)" if run.level == "default" else "`DOCNUM_LOG_LEVEL=warning`"
+        lines.append(
+            f"| {run.pair + 1} | {index} | {setting} | {_cell(run.row.per_second)} "
+            f"| {_cell(run.cpu_per_request_us)} | {m.p50_ms:.2f} | {m.p99_ms:.2f} | {m.errors} |"
+        )
+    medians = log_medians(runs)
+    for level in LOG_LEVELS:
+        cpu = [r.cpu_per_request_us for r in runs if r.level == level]
+        known = [c for c in cpu if c is not None]
+        median_cpu = statistics.median(known) if known else None
+        lines.append(
+            f"| median | | {level} | {_cell(medians.get(level))} | {_cell(median_cpu)} | | | |"
+        )
+    return lines
 
 
 def target_table(found: list[Target]) -> list[str]:

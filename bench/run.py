@@ -3,7 +3,9 @@
 Everything runs in one pass so that every ratio compares figures taken on the same machine, in
 the same minutes: Docnum (``docnum serve``) and the reference app (bench/reference_app.py) at each
 worker count and number of connections, driven by wrk; then pgbench on the statements behind the
-modes. ``--quick`` is a smoke test of the whole harness in under two minutes; its results go to
+modes. Docnum runs with the settings a user gets out of the box, its request log included; the
+log's cost is measured apart, by alternating runs against Docnum at ``DOCNUM_LOG_LEVEL=warning``.
+``--quick`` is a smoke test of the whole harness in under two minutes; its results go to
 bench/out/ so they never replace the full run's bench/results.md and bench/throughput.png.
 """
 
@@ -37,7 +39,17 @@ from bench.load import (
     start_wrk,
 )
 from bench.reference_app import CREATE_SEQUENCE
-from bench.report import Row, http_table, pgbench_table, plot, target_table, targets
+from bench.report import (
+    LogRun,
+    Row,
+    http_table,
+    log_cost_table,
+    log_cost_target,
+    pgbench_table,
+    plot,
+    target_table,
+    targets,
+)
 from bench.servers import (
     Server,
     client_backends,
@@ -53,6 +65,8 @@ ROOT = BENCH_DIR.parent
 DATABASE = "docnum_bench"
 TENANT = "bench"
 SERIES_FORMAT = "INV-{YYYY}-{seq:07}"
+# Settings of the second Docnum the request log's cost is measured against: no per-request line.
+QUIET_LOG = {"DOCNUM_LOG_LEVEL": "warning"}
 COUNTER_OF = """
 SELECT c.id FROM counters c JOIN series s ON s.id = c.series_id
 WHERE s.name = $1 AND s.tenant_id = (SELECT id FROM tenants WHERE name = $2)
@@ -109,6 +123,7 @@ class Plan:
     batch_connections: tuple[int, ...] | None = None  # None: the same as single numbers
     workers: tuple[int, ...] = (1, 2)
     profile_seconds: int = 10
+    log_pairs: int = 5  # alternating pairs of runs measuring the request log's cost
 
     def connections_for(self, scenario: "Scenario") -> tuple[int, ...]:
         if scenario.count > 1 and self.batch_connections is not None:
@@ -145,6 +160,7 @@ QUICK = Plan(
     # keep the server and PostgreSQL busy for many seconds after it.
     batch_connections=(1, 16),
     profile_seconds=6,
+    log_pairs=3,
 )
 
 
@@ -161,12 +177,21 @@ class Bench:
     rows: list[Row] = field(default_factory=list)
     rss_samples: list[tuple[float, list[int]]] = field(default_factory=list)
     profiles: dict[str, list[str]] = field(default_factory=dict)
+    log_runs: list[LogRun] = field(default_factory=list)
     done: int = 0
     total: int = 0
     last_point: float = 0.0
 
     def add(self, row: Row) -> None:
         self.rows.append(row)
+        self.report(row, row.scenario)
+
+    def add_log_run(self, run: LogRun) -> None:
+        self.log_runs.append(run)
+        cpu = run.cpu_per_request_us
+        self.report(run.row, f"log {run.level}", "" if cpu is None else f"  CPU {cpu:.0f} µs/req")
+
+    def report(self, row: Row, what: str, extra: str = "") -> None:
         self.done += 1
         m = row.measured
         where = "db" if row.workers is None else f"{row.workers}w"
@@ -174,10 +199,11 @@ class Bench:
         took = now - self.last_point if self.last_point else 0.0
         self.last_point = now
         print(
-            f"[{self.done:3}/{self.total}] {where} {row.scenario:<20} c={row.connections:<3} "
+            f"[{self.done:3}/{self.total}] {where} {what:<20} c={row.connections:<3} "
             f"{row.per_second:9,.0f} req/s  p50 {m.p50_ms:7.2f} ms  p99 {m.p99_ms:7.2f} ms"
             + (f"  errors {m.errors}" if m.errors else "")
             + (f"  {row.note}" if row.note else "")
+            + extra
             + f"  [{took:.1f} s]",
             flush=True,
         )
@@ -295,6 +321,29 @@ def matrix(bench: Bench, server: Server, scenarios: tuple[Scenario, ...]) -> Non
             bench.add(measure(bench, server, scenario, connections))
 
 
+def log_cost_phase(bench: Bench) -> Iterator[str]:
+    """cached next at the most connections on two Docnums side by side, one with the default
+    settings and one at ``DOCNUM_LOG_LEVEL=warning``, in alternating pairs of runs (each pair in
+    the other order than the one before, so a drift of the machine's load favours neither). The
+    one not measured is idle. The log's cost is the ratio of the medians."""
+    plan = bench.plan
+    workers = plan.workers[-1]
+    scenario = ALL_SCENARIOS["next-cached"]
+    yield f"request log cost: docnum, {workers} worker(s), default settings and log level warning"
+    with (
+        docnum(bench.database_url, bench.out, workers) as default,
+        docnum(bench.database_url, bench.out, workers, env=QUIET_LOG) as quiet,
+    ):
+        prepare(bench, default)
+        for pair in range(plan.log_pairs):
+            order = [("default", default), ("warning", quiet)]
+            for level, server in order if pair % 2 == 0 else reversed(order):
+                row = measure(bench, server, scenario, max(plan.connections))
+                bench.add_log_run(LogRun(pair, level, row))
+    found = log_cost_target(bench.log_runs)
+    print("\n".join(["", *log_cost_table(bench.log_runs), "", f"{found.label}: {found.verdict()}"]))
+
+
 def rss_run(bench: Bench, server: Server) -> None:
     """cached next at the most connections for a while, sampling each worker's RSS."""
     plan = bench.plan
@@ -393,7 +442,10 @@ def write_results(bench: Bench, elapsed: float, command: str) -> None:
     rows = bench.rows
     growth = rss_growth(bench.rss_samples)
     batch_top = max(plan.batch_connections or plan.connections)
-    found = targets(rows, plan.workers, max(plan.connections), batch_top, growth)
+    found = [
+        *targets(rows, plan.workers, max(plan.connections), batch_top, growth),
+        log_cost_target(bench.log_runs),
+    ]
     lines = [
         "# Docnum benchmark results",
         "",
@@ -421,6 +473,14 @@ def write_results(bench: Bench, elapsed: float, command: str) -> None:
         "",
         *pgbench_table(rows),
         "",
+        "## Request log cost",
+        "",
+        "cached next on two Docnums side by side, one with the default settings (a JSON line per "
+        "request) and one at `DOCNUM_LOG_LEVEL=warning` (none), in alternating pairs of runs; the "
+        "target compares the medians.",
+        "",
+        *log_cost_table(bench.log_runs),
+        "",
     ]
     if bench.rss_samples:
         lines += ["## Worker RSS during the cached-next run", "", "| t (s) | RSS per worker (MB) |"]
@@ -441,7 +501,8 @@ def write_results(bench: Bench, elapsed: float, command: str) -> None:
 
 def count_points(plan: Plan) -> int:
     per_workers = sum(len(plan.connections_for(s)) for s in (*plan.scenarios, *REFERENCES))
-    return per_workers * len(plan.workers) + len(PGBENCH_SCRIPTS) * len(plan.connections)
+    pgbench = len(PGBENCH_SCRIPTS) * len(plan.connections)
+    return per_workers * len(plan.workers) + 2 * plan.log_pairs + pgbench
 
 
 def prepare(bench: Bench, server: Server) -> None:
@@ -479,6 +540,7 @@ def phases(bench: Bench, profiles: list[str], native: bool) -> Iterator[str]:
         yield f"references, {workers} worker(s)"
         with reference(bench.database_url, bench.out, workers) as server:
             matrix(bench, server, REFERENCES)
+    yield from log_cost_phase(bench)
     yield "pgbench"
     pgbench_phase(bench)
 
@@ -503,6 +565,11 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument(
         "--native", action="store_true", help="with --profile: include native (C) frames"
     )
+    root.add_argument(
+        "--log-cost-only",
+        action="store_true",
+        help="only measure the request log's cost (alternating pairs of cached-next runs)",
+    )
     return root
 
 
@@ -523,12 +590,18 @@ def main(argv: list[str] | None = None) -> None:
     server_url = start_embedded(out)
     database_url, postmaster = asyncio.run(_fresh_database(server_url))
     bench = Bench(plan, out, database_url, postmaster, total=count_points(plan))
+    if args.log_cost_only:
+        bench.total = 2 * plan.log_pairs
+        run = log_cost_phase(bench)
+    elif args.profile_only:
+        run = profile_phase(bench, args.profile, args.native)
+    else:
+        run = phases(bench, args.profile, args.native)
     try:
-        run = profile_phase if args.profile_only else phases
-        for phase in run(bench, args.profile, args.native):
+        for phase in run:
             print(f"== {phase} ({time.monotonic() - started:.0f} s in)", flush=True)
             bench.last_point = time.monotonic()
-        if not args.profile_only:
+        if not (args.profile_only or args.log_cost_only):
             command = "python -m bench" + (" --quick" if args.quick else "")
             write_results(bench, time.monotonic() - started, command)
     finally:

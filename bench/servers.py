@@ -105,14 +105,17 @@ def _environment(database_url: str, out: Path) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "DOCNUM_DEMO": "false",
         "DOCNUM_DATA_DIR": str(out),
-        "DOCNUM_LOG_LEVEL": "warning",
     }
 
 
 @contextmanager
-def docnum(database_url: str, out: Path, workers: int) -> Iterator[Server]:
-    """``docnum serve`` with ``workers`` workers on a free loopback port."""
-    service = start_service(database_url, out, workers=workers, env=_environment(database_url, out))
+def docnum(
+    database_url: str, out: Path, workers: int, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """``docnum serve`` with ``workers`` workers on a free loopback port, with the settings a user
+    gets out of the box (its request log included) unless ``env`` changes some."""
+    environment = {**_environment(database_url, out), **(env or {})}
+    service = start_service(database_url, out, workers=workers, env=environment)
     server = Server("docnum", workers, service)
     try:
         yield server

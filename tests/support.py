@@ -128,8 +128,10 @@ def start_service(
     *,
     workers: int = 1,
     env: dict[str, str] | None = None,
+    output: int | None = None,
 ) -> ServiceProcess:
-    """Start ``docnum serve``; with no database_url it runs its own embedded PostgreSQL."""
+    """Start ``docnum serve``; with no database_url it runs its own embedded PostgreSQL. Its
+    standard output and error go to ``log``, or to the file descriptor ``output`` when given."""
     port = free_port()
     log = log_dir / f"docnum-{port}.log"
     environment = {
@@ -152,7 +154,7 @@ def start_service(
                 str(workers),
             ],
             env=environment,
-            stdout=out,
+            stdout=out if output is None else output,
             stderr=subprocess.STDOUT,
         )
     service = ServiceProcess(process, port, log)

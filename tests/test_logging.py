@@ -1,11 +1,18 @@
 """Logs: one structured line per request, request ids echoed and attached, one format per output."""
 
+import asyncio
+import fcntl
+import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +20,13 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.support import ServiceProcess, Tenant, create_series, start_service
+from app.main import create_app
+from app.settings import Settings
+from tests.support import ServiceProcess, Tenant, create_series, eventually, start_service
 
 GENERATED_ID = re.compile(r"^[0-9a-f]{16}$")
 LINES_WITHIN = 10.0
+EXIT_WITHIN = 20.0
 
 LOCK_COUNTER = """
 SELECT c.id FROM counters c JOIN series s ON s.id = c.series_id
@@ -172,3 +182,173 @@ def test_auto_format_is_json_when_not_a_terminal(tmp_path: Path) -> None:
         "logger": "docnum.example",
         "message": "hello there",
     }
+
+
+# Lines are written by a background writer: a blocked standard error holds up no answer, and no
+# line of a failed request is lost, not under a burst and not at shutdown.
+
+PIPE_BYTES = 4096  # the smallest pipe Linux makes: a few dozen lines fill it
+BLOCKING_REQUESTS = 60  # lines of about 300 bytes: more than the pipe and one read can hold
+BURST = 100
+ANSWER_WITHIN = 10.0
+
+
+class StandardError:
+    """A service's standard error as a pipe of one page, drained by a thread while ``reading``
+    is set. Cleared, the pipe fills after a few lines and every write to it blocks."""
+
+    def __init__(self) -> None:
+        self.read_end, self.write_end = os.pipe()
+        fcntl.fcntl(self.write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        self.received = bytearray()
+        self.reading = threading.Event()
+        self.reading.set()
+        self.closed = threading.Event()
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        while self.reading.wait():
+            chunk = os.read(self.read_end, 65536)
+            if not chunk:
+                self.closed.set()
+                return
+            self.received += chunk
+
+    def lines(self) -> list[dict[str, Any]]:
+        text = bytes(self.received).decode()
+        return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
+
+    def access_lines(self) -> dict[str, dict[str, Any]]:
+        """The request lines written so far, by request id."""
+        return {
+            line["request_id"]: line for line in self.lines() if line["logger"] == "docnum.access"
+        }
+
+
+@contextmanager
+def service_with_a_pipe(
+    database_url: str, service_dir: Path, **env: str
+) -> Iterator[tuple[ServiceProcess, StandardError]]:
+    stderr = StandardError()
+    try:
+        service = start_service(
+            database_url,
+            service_dir,
+            env={"DOCNUM_LOG_FORMAT": "json", **env},
+            output=stderr.write_end,
+        )
+    finally:
+        os.close(stderr.write_end)  # the service holds the only write end: it ends with it
+    try:
+        yield service, stderr
+    finally:
+        stderr.reading.set()
+        service.stop()
+        stderr.closed.wait(LINES_WITHIN)
+        os.close(stderr.read_end)
+
+
+async def answered_while_blocked(
+    service: ServiceProcess, stderr: StandardError, prefix: str
+) -> list[str]:
+    """Stop reading the service's standard error, then send requests one at a time, more than
+    the pipe holds lines; every one must be answered. Returns their request ids."""
+    stderr.reading.clear()
+    request_ids = [f"{prefix}-{i}" for i in range(BLOCKING_REQUESTS)]
+    async with httpx.AsyncClient(base_url=service.url, timeout=ANSWER_WITHIN) as client:
+        for request_id in request_ids:
+            response = await client.get("/healthz", headers={"X-Request-ID": request_id})
+            assert response.status_code == 200, response.text
+    return request_ids
+
+
+async def test_requests_are_answered_while_standard_error_is_blocked_and_logged_once_it_drains(
+    database_url: str, service_dir: Path
+) -> None:
+    with service_with_a_pipe(database_url, service_dir) as (service, stderr):
+        # Writing on the request path would block the server at the first full pipe.
+        request_ids = await answered_while_blocked(service, stderr, "blocked")
+        stderr.reading.set()
+        await eventually(
+            lambda: set(request_ids) <= set(stderr.access_lines()), "every line is written"
+        )
+
+
+async def test_no_line_of_a_failed_request_is_lost_under_a_burst(
+    database_url: str, service_dir: Path
+) -> None:
+    buffered = {"DOCNUM_LOG_BUFFER_LINES": "20"}
+    with service_with_a_pipe(database_url, service_dir, **buffered) as (service, stderr):
+        stderr.reading.clear()
+        succeeded = [f"ok-{i}" for i in range(BURST)]
+        failed = {
+            f"failed-{i}": ("/series", 401) if i % 2 else ("/none", 404) for i in range(BURST)
+        }
+        async with httpx.AsyncClient(base_url=service.url, timeout=ANSWER_WITHIN) as client:
+
+            async def status(path: str, request_id: str) -> int:
+                response = await client.get(path, headers={"X-Request-ID": request_id})
+                return response.status_code
+
+            answered = await asyncio.gather(
+                *(status("/healthz", request_id) for request_id in succeeded),
+                *(status(path, request_id) for request_id, (path, _) in failed.items()),
+            )
+        assert answered == [200] * BURST + [expected for _, expected in failed.values()]
+        stderr.reading.set()
+        service.stop()
+        assert stderr.closed.wait(LINES_WITHIN)
+
+    written = stderr.access_lines()
+    assert {i: written[i]["status"] for i in failed if i in written} == {
+        request_id: expected for request_id, (_, expected) in failed.items()
+    }
+    dropped = sum(line["dropped"] for line in stderr.lines() if "dropped" in line)
+    assert dropped > 0, "the burst stayed within the buffer"
+    assert len([i for i in succeeded if i in written]) + dropped == BURST
+
+
+async def test_lines_waiting_at_sigterm_are_written_before_the_process_exits(
+    database_url: str, service_dir: Path
+) -> None:
+    with service_with_a_pipe(database_url, service_dir) as (service, stderr):
+        request_ids = await answered_while_blocked(service, stderr, "waiting")
+        service.process.send_signal(signal.SIGTERM)
+        stderr.reading.set()
+        assert service.process.wait(timeout=EXIT_WITHIN) == 0
+        assert stderr.closed.wait(LINES_WITHIN)
+
+    messages = [line.get("request_id") or line["message"] for line in stderr.lines()]
+    shutdown = messages.index("Application shutdown complete.")
+    assert set(request_ids) <= set(messages[:shutdown])
+
+
+class ThreadsWriting(io.StringIO):
+    """Standard error that remembers which threads wrote to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[str] = set()
+
+    def write(self, text: str) -> int:
+        self.threads.add(threading.current_thread().name)
+        return super().write(text)
+
+
+async def test_the_writer_thread_writes_every_line_before_the_lifespan_ends(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stderr = ThreadsWriting()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    application = create_app(settings.model_copy(update={"log_format": "json"}))
+    request_ids = [f"in-process-{i}" for i in range(20)]
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://docnum.test") as client:
+            for request_id in request_ids:
+                response = await client.get("/healthz", headers={"X-Request-ID": request_id})
+                assert response.status_code == 200
+    # Read at once: the lifespan returned only after the writer wrote what was queued.
+    lines = [json.loads(line) for line in stderr.getvalue().splitlines()]
+    assert set(request_ids) <= {line.get("request_id") for line in lines}
+    assert threading.current_thread().name not in stderr.threads, stderr.threads

@@ -31,6 +31,7 @@ from app.errors import (
     Unavailable,
     field_error,
 )
+from app.formatting import Template
 from app.gapless import GaplessIssuer
 from app.issued import Claim, Issued, Outcome, Replayed, Request, Respond
 from app.ledger import record_numbers
@@ -109,47 +110,37 @@ class Issuer:
         """
         for _ in range(MAX_RELOADS):
             try:
-                return await self._issue(series, count, date, variables, claim, respond)
+                template, counter, day = self._resolve(series, date, variables)
+            except Problem as refusal:
+                return await self._answer_despite(refusal, series, claim)
+            request = Request(series, template, counter, day, count, variables, claim, respond)
+            try:
+                outcome = await self._dispatch(request)
             except StaleDefinition:
                 series = await self._reload(series)
+                continue
+            if isinstance(outcome, Replayed):
+                return _replay(claim, outcome)
+            metrics.count_issued(series, len(outcome.values))
+            return Answer(201, respond(outcome), False, outcome)
         raise Unavailable("The series is being changed; retry shortly.")
 
-    async def _issue(
-        self,
-        series: Series,
-        count: int,
-        date: datetime.date | None,
-        variables: Mapping[str, str],
-        claim: Claim | None,
-        respond: Respond,
+    async def _answer_despite(
+        self, refusal: Problem, series: Series, claim: Claim | None
     ) -> Answer:
-        try:
-            request = self._request(series, count, date, variables, claim, respond)
-        except Problem:
-            # A retry still gets the answer its key was given before the series changed.
-            stored = None
-            if claim is not None:
-                stored = await idempotency.fresh_answer(self._pool, series, claim, self._ttl)
-            if stored is None:
-                raise
-            return _replay(claim, stored)
-        outcome = await self._dispatch(request)
-        if isinstance(outcome, Replayed):
-            return _replay(claim, outcome)
-        metrics.count_issued(series, len(outcome.values))
-        return Answer(201, respond(outcome), False, outcome)
+        """A retry still gets the answer its key was given before the series changed."""
+        stored = None
+        if claim is not None:
+            stored = await idempotency.fresh_answer(self._pool, series, claim, self._ttl)
+        if stored is None:
+            raise refusal
+        return _replay(claim, stored)
 
-    def _request(
-        self,
-        series: Series,
-        count: int,
-        date: datetime.date | None,
-        variables: Mapping[str, str],
-        claim: Claim | None,
-        respond: Respond,
-    ) -> Request:
-        """The request resolved against the series: its date, format and counter; or why the
-        series cannot serve it at all, whatever number it would get."""
+    def _resolve(
+        self, series: Series, date: datetime.date | None, variables: Mapping[str, str]
+    ) -> tuple[Template, CounterKey, datetime.date]:
+        """The request's date, the format in force on it and the counter its number takes; or
+        why the series cannot serve it at all, whatever number it would get."""
         if series.archived_at is not None:
             raise SeriesArchived(f"Series {series.name!r} is archived and issues no numbers.")
         day = date or series.today(self.clock())
@@ -168,8 +159,7 @@ class Issuer:
         missing = sorted(entry.template.variables - variables.keys())
         if missing:
             raise field_error("variables", f"missing {', '.join(missing)}")
-        counter = series.counter(day, entry.template, variables)
-        return Request(series, entry.template, counter, day, count, variables, claim, respond)
+        return entry.template, series.counter(day, entry.template, variables), day
 
     async def _read_again(self, series: Series) -> Series:
         return await series_sql.fetch(self._pool, series.tenant_id, series.name)

@@ -74,6 +74,13 @@ dates = st.one_of(st.none(), st.sampled_from(DATES))
 variables = st.fixed_dictionaries(
     {"b": st.sampled_from(["x", "x-1", "1", "y-2"]), "c": st.sampled_from(["x", "1", "z-1"])}
 )
+# A number or a batch, at either process, for a date and variable values.
+ISSUING = {
+    "at": st.integers(0, 1),
+    "date": dates,
+    "values": variables,
+    "count": st.sampled_from([1, 2, 13, 60, 130]),
+}
 STRUCTURAL = st.one_of(
     st.fixed_dictionaries({"mode": st.sampled_from(["gapless", "sequence", "cached"])}),
     st.fixed_dictionaries({"reset": st.sampled_from(["never", "yearly", "monthly"])}),
@@ -143,25 +150,14 @@ class Lifetime(RuleBasedStateMachine):
             self.gapless.add(name)
         return name
 
-    @rule(
-        name=series,
-        at=st.integers(0, 1),
-        date=dates,
-        values=variables,
-        count=st.sampled_from([1, 2, 13, 60, 130]),
-    )
-    def issue_here(
+    @rule(name=series, **ISSUING)
+    def issue_too(
         self, name: str, at: int, date: str | None, values: dict[str, str], count: int
     ) -> None:
+        """A second rule for the same step, so that issuing is drawn twice as often as the rest."""
         self.issue(name, at, date, values, count)
 
-    @rule(
-        name=series,
-        at=st.integers(0, 1),
-        date=dates,
-        values=variables,
-        count=st.sampled_from([1, 2, 13, 60, 130]),
-    )
+    @rule(name=series, **ISSUING)
     def issue(
         self, name: str, at: int, date: str | None, values: dict[str, str], count: int
     ) -> None:

@@ -18,7 +18,7 @@ from fastapi import Response
 
 from app.admin.session import COOKIE, SESSION_SECONDS, Sessions, load_secret
 from app.settings import Settings
-from tests.support import Tenant, create_series
+from tests.support import Tenant, assert_problem, create_series
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 SCRIPT = "<script>alert(1)</script>"
@@ -603,3 +603,62 @@ async def test_archiving_and_revoking_from_the_portal(
         "key.created",
         "series.archived",
     ]
+
+
+# --- counters, formats and the preview ------------------------------------------------------------
+
+
+async def test_the_form_sets_a_shared_counter_locked_once_numbers_exist(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    token = await signed_in_csrf(client, tenant)
+    created = await client.post(
+        "/admin/series/_new",
+        data={
+            "name": "shared",
+            "format": "S-{var:site}-{seq}",
+            "shared_counter": "true",
+            "csrf": token,
+        },
+    )
+    assert created.status_code == 303, created.text
+    assert (await client.get("/series/shared", headers=tenant.admin)).json()["shared_counter"]
+    locked = re.compile(r'id="field-shared_counter"[^>]* disabled')
+    assert not locked.search((await client.get("/admin/series/shared/edit")).text)
+    await client.post(
+        "/series/shared/next", json={"variables": {"site": "A"}}, headers=tenant.issuer
+    )
+    assert locked.search((await client.get("/admin/series/shared/edit")).text)
+
+
+async def test_the_edit_form_dates_a_new_format(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    await create_series(client, tenant, "dated", format="D-{seq}")
+    token = await signed_in_csrf(client, tenant)
+    form = (await client.get("/admin/series/dated/edit")).text
+    assert 'name="effective_from" type="date"' in form
+    saved = await client.post(
+        "/admin/series/dated/edit",
+        data={"format": "D/{seq}", "effective_from": "2027-01-01", "csrf": token},
+    )
+    assert saved.status_code == 303, saved.text
+    formats = (await client.get("/series/dated", headers=tenant.admin)).json()["formats"]
+    assert [(f["format"], f["effective_from"]) for f in formats] == [
+        ("D-{seq}", None),
+        ("D/{seq}", "2027-01-01"),
+    ]
+
+
+async def test_a_format_that_could_render_an_earlier_number_is_refused_beside_the_field(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "f", format="F-1{seq}")
+    await client.post("/series/f/next", headers=tenant.issuer)
+    api = await client.patch("/series/f", json={"format": "F-{seq}"}, headers=tenant.admin)
+    detail = assert_problem(api, 409, "format-conflict")["detail"]
+    token = await signed_in_csrf(client, tenant)
+    refused = await client.post("/admin/series/f/edit", data={"format": "F-{seq}", "csrf": token})
+    assert refused.status_code == 409
+    beside = re.search(r'<p class="field-error" id="error-format">([^<]*)</p>', refused.text)
+    assert beside and html.unescape(beside.group(1)) == detail, refused.text
+    assert 'value="F-{seq}"' in refused.text
+    assert (await client.get("/series/f", headers=tenant.admin)).json()["format"] == "F-1{seq}"

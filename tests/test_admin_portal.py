@@ -4,7 +4,10 @@ Browser-level journeys are in test_admin_browser.py; these drive the same pages 
 each security property is checked directly on the responses.
 """
 
+import csv
+import datetime
 import html
+import io
 import os
 import re
 import stat
@@ -608,6 +611,46 @@ async def test_archiving_and_revoking_from_the_portal(
 # --- counters, formats and the preview ------------------------------------------------------------
 
 
+async def branch_series(client: httpx.AsyncClient, tenant: Tenant, name: str) -> None:
+    """A gapless series with a counter per branch: BR07 issues twice, BR08 once."""
+    await create_series(client, tenant, name, format="PO-{var:branch}-{seq:04}")
+    for branch in ("BR07", "BR08", "BR07"):
+        issued = await client.post(
+            f"/series/{name}/next", json={"variables": {"branch": branch}}, headers=tenant.issuer
+        )
+        assert issued.status_code == 201, issued.text
+
+
+async def dated_format(
+    client: httpx.AsyncClient, tenant: Tenant, name: str, source: str, since: str
+) -> dict[str, Any]:
+    """Give the series a new format from the date ``since`` on, through the API."""
+    changed = await client.patch(
+        f"/series/{name}", json={"format": source, "effective_from": since}, headers=tenant.admin
+    )
+    assert changed.status_code == 200, changed.text
+    result: dict[str, Any] = changed.json()
+    return result
+
+
+def section(page: httpx.Response, title_id: str) -> str:
+    found = re.search(rf'aria-labelledby="{title_id}">(.*?)</section>', page.text, re.S)
+    assert found, page.text
+    return found.group(1)
+
+
+def cells(html_text: str) -> list[list[str]]:
+    """The text of each body row's cells."""
+    body = html_text.partition("<tbody>")[2]
+    return [
+        [
+            re.sub(r"<[^>]+>", "", cell).strip()
+            for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        ]
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)
+    ]
+
+
 async def test_the_form_sets_a_shared_counter_locked_once_numbers_exist(
     client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
@@ -662,3 +705,71 @@ async def test_a_format_that_could_render_an_earlier_number_is_refused_beside_th
     assert beside and html.unescape(beside.group(1)) == detail, refused.text
     assert 'value="F-{seq}"' in refused.text
     assert (await client.get("/series/f", headers=tenant.admin)).json()["format"] == "F-1{seq}"
+
+
+async def test_the_series_page_lists_counters_and_filters_the_ledger_gaps_and_csv_by_one(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await branch_series(client, tenant, "po")
+    await signed_in_csrf(client, tenant)
+    page = await client.get("/admin/series/po")
+    counters = section(page, "counters-title")
+    assert [row[:3] for row in cells(counters)] == [
+        ["all current", "branch=BR08", "1"],
+        ["all current", "branch=BR07", "2"],
+    ]
+    # With two counters in the period and none chosen, no single gap report can be right.
+    assert "has several counters" in section(page, "gaps-title")
+
+    link = re.search(
+        r'href="(/admin/series/po\?[^"]*)">Numbers<span class="sr-only"> of all, '
+        r"branch=BR08<",
+        counters,
+    )
+    assert link, counters
+    chosen = await client.get(html.unescape(link.group(1)))
+    assert re.findall(r'<code class="number">([^<]+)</code>', chosen.text) == ["PO-BR08-0001"]
+    gaps = section(chosen, "gaps-title")
+    assert "period all · branch=BR08" in gaps
+    assert "No gaps: every value from 1 to 1 is in the ledger." in gaps
+    download = re.search(r'href="(/admin/series/po/ledger.csv\?[^"]*)" download', chosen.text)
+    assert download, chosen.text
+    portal_csv = await client.get(html.unescape(download.group(1)))
+    api_csv = await client.get(
+        "/series/po/numbers",
+        params={"period": "all", "variables": "branch=BR08"},
+        headers={**tenant.admin, "Accept": "text/csv"},
+    )
+    assert portal_csv.status_code == 200, portal_csv.text
+    assert portal_csv.text == api_csv.text
+    assert [row["number"] for row in csv.DictReader(io.StringIO(portal_csv.text))] == [
+        "PO-BR08-0001"
+    ]
+    filtered = await client.get(
+        "/admin/series/po", params={"variables": "branch=BR07", "status": "issued"}
+    )
+    shown = re.findall(r'<code class="number">([^<]+)</code>', filtered.text)
+    assert shown == ["PO-BR07-0001", "PO-BR07-0002"]
+    assert '<option value="branch=BR07" selected>' in filtered.text
+    assert "No gaps: every value from 1 to 2" in section(filtered, "gaps-title")
+    # Text that is no counter's variables filters nothing, as an unknown period does.
+    unfiltered = await client.get("/admin/series/po", params={"variables": "branch BR07"})
+    assert len(re.findall(r'<code class="number">', unfiltered.text)) == 3
+
+
+async def test_the_series_page_shows_the_format_history(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "fh", format="FH-{seq}")
+    changed = await dated_format(client, tenant, "fh", "FH/{seq}", "2026-01-01")
+    await signed_in_csrf(client, tenant)
+    history = section(await client.get("/admin/series/fh"), "formats-title")
+    rows = cells(history)
+    assert [row[:2] for row in rows] == [
+        ["FH/{seq} in force today", "2026-01-01"],
+        ["FH-{seq}", "every date"],
+    ]
+    set_at = [f["set_at"] for f in reversed(changed["formats"])]
+    assert [row[2] for row in rows] == [
+        datetime.datetime.fromisoformat(at).strftime("%Y-%m-%d %H:%M UTC") for at in set_at
+    ]

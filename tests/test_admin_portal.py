@@ -446,9 +446,11 @@ async def test_the_preview_renders_the_next_number_with_the_apis_checks(
     samples = existing.json()["samples"]
     assert samples[1] == {
         "date": "2026-07-01",
+        "format": "PV-{YYYY}-{seq:06}",
         "period": "2026",
         "value": 4,
         "number": "PV-2026-000004",
+        "variables": {},
     }
     fresh = await client.get(
         "/admin/preview",
@@ -773,3 +775,47 @@ async def test_the_series_page_shows_the_format_history(
     assert [row[2] for row in rows] == [
         datetime.datetime.fromisoformat(at).strftime("%Y-%m-%d %H:%M UTC") for at in set_at
     ]
+
+
+async def test_the_preview_gives_a_new_formats_verdict_before_saving(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "v", format="V-1{seq}")
+    await signed_in_csrf(client, tenant)
+    api = await client.patch("/series/v", json={"format": "V-{seq}"}, headers=tenant.admin)
+    refused = await client.get("/admin/preview", params={"series": "v", "format": "V-{seq}"})
+    assert refused.json()["errors"] == {"format": api.json()["detail"]}
+    accepted = await client.get("/admin/preview", params={"series": "v", "format": "V/{seq}"})
+    assert accepted.json()["errors"] == {}
+    assert accepted.json()["verdict"].startswith("Accepted")
+    unchanged = await client.get("/admin/preview", params={"series": "v", "format": "V-1{seq}"})
+    assert unchanged.json()["verdict"] is None
+
+
+async def test_the_preview_samples_the_counter_and_the_format_of_its_date(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await branch_series(client, tenant, "pd")
+    await dated_format(client, tenant, "pd", "PO/{var:branch}/{seq:04}", "2026-01-01")
+    await signed_in_csrf(client, tenant)
+
+    async def sample(**params: str) -> dict[str, Any]:
+        shown = await client.get("/admin/preview", params={"series": "pd", **params})
+        assert shown.json()["errors"] == {}, shown.json()
+        last: dict[str, Any] = shown.json()["samples"][-1]
+        return last
+
+    current = "PO/{var:branch}/{seq:04}"
+    before = await sample(format=current, variables="branch=BR07", date="2025-06-01")
+    assert (before["format"], before["number"]) == ("PO-{var:branch}-{seq:04}", "PO-BR07-0003")
+    assert before["variables"] == {"branch": "BR07"}
+    after = await sample(format=current, variables="branch=BR07", date="2026-06-01")
+    assert (after["format"], after["number"]) == (current, "PO/BR07/0003")
+    other = await sample(format=current, variables="branch=BR08", date="2026-06-01")
+    assert other["number"] == "PO/BR08/0002"
+    # A format being typed, dated from a day on, renders the dates it would cover.
+    typed = {"format": "PO:{var:branch}:{seq:04}", "effective_from": "2030-01-01"}
+    covered = await sample(**typed, variables="branch=BR07", date="2031-01-01")
+    assert covered["number"] == "PO:BR07:0003"
+    earlier = await sample(**typed, variables="branch=BR07", date="2029-01-01")
+    assert earlier["number"] == "PO/BR07/0003"

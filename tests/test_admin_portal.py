@@ -819,3 +819,15 @@ async def test_the_preview_samples_the_counter_and_the_format_of_its_date(
     assert covered["number"] == "PO:BR07:0003"
     earlier = await sample(**typed, variables="branch=BR07", date="2029-01-01")
     assert earlier["number"] == "PO/BR07/0003"
+
+
+async def test_the_series_list_counts_the_counters_of_a_period_kept_per_variables(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await branch_series(client, tenant, "branches")
+    await create_series(client, tenant, "plain", format="P-{seq}")
+    await client.post("/series/plain/batch", json={"count": 3}, headers=tenant.issuer)
+    await signed_in_csrf(client, tenant)
+    rows = {row[0].split()[0]: row for row in cells((await client.get("/admin/series")).text)}
+    assert rows["branches"][4].split() == ["2", "counters", "all"]
+    assert rows["plain"][4].split() == ["3", "all"]

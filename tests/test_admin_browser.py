@@ -220,3 +220,42 @@ async def test_keys_audit_and_sign_out(page: Any, api: httpx.AsyncClient, tenant
     for path in ("/admin/series", "/admin/keys", "/admin/audit"):
         await page.goto(path)
         await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+async def test_counters_per_branch_and_a_refused_format_beside_its_field(
+    page: Any, api: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    from playwright.async_api import expect
+
+    body = {"name": "po", "format": "PO-{var:branch}-{seq:04}"}
+    assert (await api.post("/series", json=body, headers=tenant.admin)).status_code == 201
+    for branch in ("BR07", "BR08", "BR07"):
+        issued = await api.post(
+            "/series/po/next", json={"variables": {"branch": branch}}, headers=tenant.issuer
+        )
+        assert issued.status_code == 201, issued.text
+    refused = await api.patch(
+        "/series/po", json={"format": "PO-{var:branch}-1{seq:04}"}, headers=tenant.admin
+    )
+    assert refused.status_code == 409, refused.text
+
+    await sign_in(page, tenant)
+    await page.goto("/admin/series/po")
+    counters = page.locator("section", has=page.get_by_role("heading", name="Counters"))
+    rows = counters.locator("tbody tr")
+    await expect(rows).to_have_count(2)
+    await expect(rows.nth(0)).to_contain_text("branch=BR08")
+    await expect(rows.nth(1)).to_contain_text("branch=BR07")
+    await expect(rows.nth(1).locator("td.num")).to_have_text("2")
+    await page.get_by_role("link", name="Numbers of all, branch=BR08").click()
+    ledger = page.locator("section", has=page.get_by_role("heading", name="Ledger", exact=True))
+    await expect(ledger.locator("tbody tr")).to_have_count(1)
+    await expect(ledger.locator("tbody tr")).to_contain_text("PO-BR08-0001")
+
+    await page.get_by_role("link", name="Edit").click()
+    await page.get_by_label("Format", exact=True).fill("PO-{var:branch}-1{seq:04}")
+    detail = refused.json()["detail"]
+    await expect(page.locator("#preview-output")).to_contain_text(detail)
+    await page.get_by_role("button", name="Save changes").click()
+    await expect(page.locator("#error-format")).to_have_text(detail)
+    await expect(page.get_by_label("Format", exact=True)).to_have_attribute("aria-invalid", "true")

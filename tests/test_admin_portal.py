@@ -4,7 +4,10 @@ Browser-level journeys are in test_admin_browser.py; these drive the same pages 
 each security property is checked directly on the responses.
 """
 
+import csv
+import datetime
 import html
+import io
 import os
 import re
 import stat
@@ -18,7 +21,7 @@ from fastapi import Response
 
 from app.admin.session import COOKIE, SESSION_SECONDS, Sessions, load_secret
 from app.settings import Settings
-from tests.support import Tenant, create_series
+from tests.support import Tenant, assert_problem, create_series
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 SCRIPT = "<script>alert(1)</script>"
@@ -443,9 +446,11 @@ async def test_the_preview_renders_the_next_number_with_the_apis_checks(
     samples = existing.json()["samples"]
     assert samples[1] == {
         "date": "2026-07-01",
+        "format": "PV-{YYYY}-{seq:06}",
         "period": "2026",
         "value": 4,
         "number": "PV-2026-000004",
+        "variables": {},
     }
     fresh = await client.get(
         "/admin/preview",
@@ -603,3 +608,226 @@ async def test_archiving_and_revoking_from_the_portal(
         "key.created",
         "series.archived",
     ]
+
+
+# --- counters, formats and the preview ------------------------------------------------------------
+
+
+async def branch_series(client: httpx.AsyncClient, tenant: Tenant, name: str) -> None:
+    """A gapless series with a counter per branch: BR07 issues twice, BR08 once."""
+    await create_series(client, tenant, name, format="PO-{var:branch}-{seq:04}")
+    for branch in ("BR07", "BR08", "BR07"):
+        issued = await client.post(
+            f"/series/{name}/next", json={"variables": {"branch": branch}}, headers=tenant.issuer
+        )
+        assert issued.status_code == 201, issued.text
+
+
+async def dated_format(
+    client: httpx.AsyncClient, tenant: Tenant, name: str, source: str, since: str
+) -> dict[str, Any]:
+    """Give the series a new format from the date ``since`` on, through the API."""
+    changed = await client.patch(
+        f"/series/{name}", json={"format": source, "effective_from": since}, headers=tenant.admin
+    )
+    assert changed.status_code == 200, changed.text
+    result: dict[str, Any] = changed.json()
+    return result
+
+
+def section(page: httpx.Response, title_id: str) -> str:
+    found = re.search(rf'aria-labelledby="{title_id}">(.*?)</section>', page.text, re.S)
+    assert found, page.text
+    return found.group(1)
+
+
+def cells(html_text: str) -> list[list[str]]:
+    """The text of each body row's cells."""
+    body = html_text.partition("<tbody>")[2]
+    return [
+        [
+            re.sub(r"<[^>]+>", "", cell).strip()
+            for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        ]
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)
+    ]
+
+
+async def test_the_form_sets_a_shared_counter_locked_once_numbers_exist(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    token = await signed_in_csrf(client, tenant)
+    created = await client.post(
+        "/admin/series/_new",
+        data={
+            "name": "shared",
+            "format": "S-{var:site}-{seq}",
+            "shared_counter": "true",
+            "csrf": token,
+        },
+    )
+    assert created.status_code == 303, created.text
+    assert (await client.get("/series/shared", headers=tenant.admin)).json()["shared_counter"]
+    locked = re.compile(r'id="field-shared_counter"[^>]* disabled')
+    assert not locked.search((await client.get("/admin/series/shared/edit")).text)
+    await client.post(
+        "/series/shared/next", json={"variables": {"site": "A"}}, headers=tenant.issuer
+    )
+    assert locked.search((await client.get("/admin/series/shared/edit")).text)
+
+
+async def test_the_edit_form_dates_a_new_format(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    await create_series(client, tenant, "dated", format="D-{seq}")
+    token = await signed_in_csrf(client, tenant)
+    form = (await client.get("/admin/series/dated/edit")).text
+    assert 'name="effective_from" type="date"' in form
+    saved = await client.post(
+        "/admin/series/dated/edit",
+        data={"format": "D/{seq}", "effective_from": "2027-01-01", "csrf": token},
+    )
+    assert saved.status_code == 303, saved.text
+    formats = (await client.get("/series/dated", headers=tenant.admin)).json()["formats"]
+    assert [(f["format"], f["effective_from"]) for f in formats] == [
+        ("D-{seq}", None),
+        ("D/{seq}", "2027-01-01"),
+    ]
+
+
+async def test_a_format_that_could_render_an_earlier_number_is_refused_beside_the_field(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "f", format="F-1{seq}")
+    await client.post("/series/f/next", headers=tenant.issuer)
+    api = await client.patch("/series/f", json={"format": "F-{seq}"}, headers=tenant.admin)
+    detail = assert_problem(api, 409, "format-conflict")["detail"]
+    token = await signed_in_csrf(client, tenant)
+    refused = await client.post("/admin/series/f/edit", data={"format": "F-{seq}", "csrf": token})
+    assert refused.status_code == 409
+    beside = re.search(r'<p class="field-error" id="error-format">([^<]*)</p>', refused.text)
+    assert beside and html.unescape(beside.group(1)) == detail, refused.text
+    assert 'value="F-{seq}"' in refused.text
+    assert (await client.get("/series/f", headers=tenant.admin)).json()["format"] == "F-1{seq}"
+
+
+async def test_the_series_page_lists_counters_and_filters_the_ledger_gaps_and_csv_by_one(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await branch_series(client, tenant, "po")
+    await signed_in_csrf(client, tenant)
+    page = await client.get("/admin/series/po")
+    counters = section(page, "counters-title")
+    assert [row[:3] for row in cells(counters)] == [
+        ["all current", "branch=BR08", "1"],
+        ["all current", "branch=BR07", "2"],
+    ]
+    # With two counters in the period and none chosen, no single gap report can be right.
+    assert "has several counters" in section(page, "gaps-title")
+
+    link = re.search(
+        r'href="(/admin/series/po\?[^"]*)">Numbers<span class="sr-only"> of all, '
+        r"branch=BR08<",
+        counters,
+    )
+    assert link, counters
+    chosen = await client.get(html.unescape(link.group(1)))
+    assert re.findall(r'<code class="number">([^<]+)</code>', chosen.text) == ["PO-BR08-0001"]
+    gaps = section(chosen, "gaps-title")
+    assert "period all · branch=BR08" in gaps
+    assert "No gaps: every value from 1 to 1 is in the ledger." in gaps
+    download = re.search(r'href="(/admin/series/po/ledger.csv\?[^"]*)" download', chosen.text)
+    assert download, chosen.text
+    portal_csv = await client.get(html.unescape(download.group(1)))
+    api_csv = await client.get(
+        "/series/po/numbers",
+        params={"period": "all", "variables": "branch=BR08"},
+        headers={**tenant.admin, "Accept": "text/csv"},
+    )
+    assert portal_csv.status_code == 200, portal_csv.text
+    assert portal_csv.text == api_csv.text
+    assert [row["number"] for row in csv.DictReader(io.StringIO(portal_csv.text))] == [
+        "PO-BR08-0001"
+    ]
+    filtered = await client.get(
+        "/admin/series/po", params={"variables": "branch=BR07", "status": "issued"}
+    )
+    shown = re.findall(r'<code class="number">([^<]+)</code>', filtered.text)
+    assert shown == ["PO-BR07-0001", "PO-BR07-0002"]
+    assert '<option value="branch=BR07" selected>' in filtered.text
+    assert "No gaps: every value from 1 to 2" in section(filtered, "gaps-title")
+    # Text that is no counter's variables filters nothing, as an unknown period does.
+    unfiltered = await client.get("/admin/series/po", params={"variables": "branch BR07"})
+    assert len(re.findall(r'<code class="number">', unfiltered.text)) == 3
+
+
+async def test_the_series_page_shows_the_format_history(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "fh", format="FH-{seq}")
+    changed = await dated_format(client, tenant, "fh", "FH/{seq}", "2026-01-01")
+    await signed_in_csrf(client, tenant)
+    history = section(await client.get("/admin/series/fh"), "formats-title")
+    rows = cells(history)
+    assert [row[:2] for row in rows] == [
+        ["FH/{seq} in force today", "2026-01-01"],
+        ["FH-{seq}", "every date"],
+    ]
+    set_at = [f["set_at"] for f in reversed(changed["formats"])]
+    assert [row[2] for row in rows] == [
+        datetime.datetime.fromisoformat(at).strftime("%Y-%m-%d %H:%M UTC") for at in set_at
+    ]
+
+
+async def test_the_preview_gives_a_new_formats_verdict_before_saving(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "v", format="V-1{seq}")
+    await signed_in_csrf(client, tenant)
+    api = await client.patch("/series/v", json={"format": "V-{seq}"}, headers=tenant.admin)
+    refused = await client.get("/admin/preview", params={"series": "v", "format": "V-{seq}"})
+    assert refused.json()["errors"] == {"format": api.json()["detail"]}
+    accepted = await client.get("/admin/preview", params={"series": "v", "format": "V/{seq}"})
+    assert accepted.json()["errors"] == {}
+    assert accepted.json()["verdict"].startswith("Accepted")
+    unchanged = await client.get("/admin/preview", params={"series": "v", "format": "V-1{seq}"})
+    assert unchanged.json()["verdict"] is None
+
+
+async def test_the_preview_samples_the_counter_and_the_format_of_its_date(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await branch_series(client, tenant, "pd")
+    await dated_format(client, tenant, "pd", "PO/{var:branch}/{seq:04}", "2026-01-01")
+    await signed_in_csrf(client, tenant)
+
+    async def sample(**params: str) -> dict[str, Any]:
+        shown = await client.get("/admin/preview", params={"series": "pd", **params})
+        assert shown.json()["errors"] == {}, shown.json()
+        last: dict[str, Any] = shown.json()["samples"][-1]
+        return last
+
+    current = "PO/{var:branch}/{seq:04}"
+    before = await sample(format=current, variables="branch=BR07", date="2025-06-01")
+    assert (before["format"], before["number"]) == ("PO-{var:branch}-{seq:04}", "PO-BR07-0003")
+    assert before["variables"] == {"branch": "BR07"}
+    after = await sample(format=current, variables="branch=BR07", date="2026-06-01")
+    assert (after["format"], after["number"]) == (current, "PO/BR07/0003")
+    other = await sample(format=current, variables="branch=BR08", date="2026-06-01")
+    assert other["number"] == "PO/BR08/0002"
+    # A format being typed, dated from a day on, renders the dates it would cover.
+    typed = {"format": "PO:{var:branch}:{seq:04}", "effective_from": "2030-01-01"}
+    covered = await sample(**typed, variables="branch=BR07", date="2031-01-01")
+    assert covered["number"] == "PO:BR07:0003"
+    earlier = await sample(**typed, variables="branch=BR07", date="2029-01-01")
+    assert earlier["number"] == "PO/BR07/0003"
+
+
+async def test_the_series_list_counts_the_counters_of_a_period_kept_per_variables(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await branch_series(client, tenant, "branches")
+    await create_series(client, tenant, "plain", format="P-{seq}")
+    await client.post("/series/plain/batch", json={"count": 3}, headers=tenant.issuer)
+    await signed_in_csrf(client, tenant)
+    rows = {row[0].split()[0]: row for row in cells((await client.get("/admin/series")).text)}
+    assert rows["branches"][4].split() == ["2", "counters", "all"]
+    assert rows["plain"][4].split() == ["3", "all"]

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from app.errors import Conflict, Problem
+from app.errors import Problem
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -52,12 +52,16 @@ def validation_errors(error: ValidationError) -> FieldErrors:
     return errors
 
 
-def problem_errors(problem: Problem, *, conflict_field: str = "") -> FieldErrors:
-    """A refused change as form errors: beside the field it names, or over the whole form."""
+def problem_errors(
+    problem: Problem, *, beside: Mapping[type[Problem], str] | None = None
+) -> FieldErrors:
+    """A refused change as form errors: beside the field it names, beside the field ``beside``
+    gives for its kind of problem, or over the whole form."""
     if problem.errors:
         return {str(e["field"]): str(e["message"]) for e in problem.errors}
-    if isinstance(problem, Conflict) and conflict_field:
-        return {conflict_field: problem.detail}
+    for kind, field in (beside or {}).items():
+        if isinstance(problem, kind):
+            return {field: problem.detail}
     return {"": problem.detail}
 
 

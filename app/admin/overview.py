@@ -1,6 +1,10 @@
 """What the series list shows beside each series: where its current period stands, and how many
 numbers it issued today.
 
+Where the current period stands is its counter's last value when the period has one counter
+without variables; a period with counters per variable values has no single last value, so it
+shows how many counters it has.
+
 "Issued today" is read from the ledger (series without one show none): among the most recent
 ``RECENT_LIMIT`` numbers of the current period, those issued since midnight in the series' time
 zone. The cost stays bounded however long the ledger grows; a busier day shows as at least
@@ -15,6 +19,7 @@ import asyncpg
 
 from app import series as series_sql
 from app.definition import Series
+from app.schemas import CounterValue
 
 RECENT_LIMIT = 10_000
 
@@ -36,6 +41,8 @@ class SeriesSummary:
     series: Series
     period: str
     last_value: int | None
+    # How many counters the current period has, when it keeps them per variable values.
+    counters: int | None
     issued_today: int | None
 
     @property
@@ -64,21 +71,20 @@ async def summaries(
             RECENT_LIMIT,
         )
         issued = {r["series_id"]: r["issued"] for r in counted}
-        last_values = {}
-        for s in found:
-            # The counter without variables: series with variables show no single last value.
-            known = {
-                c.period: c.last_value
-                for c in await series_sql.counters(conn, s)
-                if not c.variables
-            }
-            last_values[s.id] = known.get(periods[s.id])
+        current = {
+            s.id: [c for c in await series_sql.counters(conn, s) if c.period == periods[s.id]]
+            for s in found
+        }
     return [
-        SeriesSummary(
-            series=s,
-            period=periods[s.id],
-            last_value=last_values[s.id],
-            issued_today=issued.get(s.id, 0) if s.ledger else None,
-        )
+        _summary(s, periods[s.id], current[s.id], issued.get(s.id, 0) if s.ledger else None)
         for s in found
     ]
+
+
+def _summary(
+    series: Series, period: str, counters: list[CounterValue], issued_today: int | None
+) -> SeriesSummary:
+    if len(counters) > 1 or any(c.variables for c in counters):
+        return SeriesSummary(series, period, None, len(counters), issued_today)
+    last_value = counters[0].last_value if counters else None
+    return SeriesSummary(series, period, last_value, None, issued_today)

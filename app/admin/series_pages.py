@@ -15,7 +15,7 @@ from app.admin.session import AdminSession, AdminSessionDep, CheckedFormDep
 from app.admin.web import PortalRoute, redirect, render
 from app.definition import Series
 from app.deps import ServicesDep
-from app.errors import Problem
+from app.errors import FormatConflict, Problem, SeriesExists
 from app.schemas import SeriesCreate, SeriesUpdate
 from app.series import STRUCTURAL_FIELDS
 
@@ -36,8 +36,14 @@ EDIT_FIELDS = (
     "block_size",
     "ledger",
     "description",
+    "shared_counter",
 )
 CREATE_FIELDS = ("name", *EDIT_FIELDS)
+# With a new format: the first document date it applies to.
+UPDATE_FIELDS = (*EDIT_FIELDS, "effective_from")
+# Refusals shown beside a field rather than over the whole form.
+CREATE_CONFLICTS: dict[type[Problem], str] = {SeriesExists: "name"}
+EDIT_CONFLICTS: dict[type[Problem], str] = {FormatConflict: "format"}
 CREATE_DEFAULTS: dict[str, Any] = {
     name: field.default
     for name, field in SeriesCreate.model_fields.items()
@@ -95,7 +101,7 @@ async def create_series(
     except FormInvalid as invalid:
         errors, status = invalid.errors, 422
     except Problem as problem:
-        errors, status = problem_errors(problem, conflict_field="name"), problem.status
+        errors, status = problem_errors(problem, beside=CREATE_CONFLICTS), problem.status
     else:
         return redirect(series_path(created.name), notice="created")
     return _form(request, signed_in, None, values(form, CREATE_DEFAULTS), errors, status=status)
@@ -121,13 +127,13 @@ async def edit_series(
     principal = signed_in.principal
     found = await series_sql.fetch(services.pool, principal.tenant_id, name)
     try:
-        patch = parse(SeriesUpdate, form, EDIT_FIELDS)
+        patch = parse(SeriesUpdate, form, UPDATE_FIELDS)
         async with services.pool.acquire() as conn:
             await series_sql.update(conn, principal.tenant_id, name, patch, actor=principal.actor)
     except FormInvalid as invalid:
         errors, status = invalid.errors, 422
     except Problem as problem:
-        errors, status = problem_errors(problem), problem.status
+        errors, status = problem_errors(problem, beside=EDIT_CONFLICTS), problem.status
     else:
         services.catalog.forget(principal.tenant_id, name)
         return redirect(series_path(name), notice="changed")

@@ -7,7 +7,7 @@ values, so text an admin typed is shown as text, never run.
 
 import datetime
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -63,6 +63,11 @@ def _value(value: object) -> str:
     return json.dumps(value)
 
 
+def _pairs(variables: Mapping[str, str]) -> str:
+    """A counter's variable values as an admin reads them: "branch=BR07, dept=SALES"."""
+    return ", ".join(f"{name}={variables[name]}" for name in sorted(variables))
+
+
 def _static(name: str) -> str:
     return f"{STATIC_PATH}/{name}?v={__version__}"
 
@@ -76,6 +81,7 @@ templates = jinja2.Environment(
 )
 templates.filters["when"] = _when
 templates.filters["value"] = _value
+templates.filters["pairs"] = _pairs
 templates.globals["static"] = _static
 
 

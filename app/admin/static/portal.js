@@ -3,7 +3,10 @@
 "use strict";
 
 (function () {
-  var PREVIEW_FIELDS = ["name", "format", "reset", "fiscal_year_start", "timezone", "start", "step", "max_value"];
+  var PREVIEW_FIELDS = [
+    "name", "format", "effective_from", "reset", "fiscal_year_start", "timezone", "start", "step",
+    "max_value", "shared_counter",
+  ];
 
   function element(tag, className, text) {
     var node = document.createElement(tag);
@@ -20,7 +23,13 @@
     };
   }
 
-  function showPreview(output, data) {
+  function pairs(variables) {
+    return Object.keys(variables).sort().map(function (name) {
+      return name + "=" + variables[name];
+    }).join(", ");
+  }
+
+  function showPreview(output, data, format) {
     output.replaceChildren();
     var fields = Object.keys(data.errors || {});
     if (fields.length) {
@@ -33,9 +42,20 @@
       });
       return;
     }
+    if (data.verdict) {
+      var verdict = element("div", "preview-line");
+      verdict.append(element("span", "preview-label", "New format"));
+      verdict.append(element("span", "preview-ok", data.verdict));
+      output.append(verdict);
+    }
     data.samples.forEach(function (sample, index) {
       var line = element("div", "preview-line");
-      var label = (index === 0 ? "Today, " : "On ") + sample.date + " (period " + sample.period + ")";
+      var counter = "period " + sample.period;
+      if (sample.variables && Object.keys(sample.variables).length) {
+        counter += ", " + pairs(sample.variables);
+      }
+      var label = (index === 0 ? "Today, " : "On ") + sample.date + " (" + counter + ")";
+      if (sample.format !== format) label += ", format " + sample.format;
       line.append(element("span", "preview-label", label));
       if (sample.number !== undefined) {
         line.append(element("span", "preview-number", sample.number));
@@ -73,7 +93,7 @@
           return response.json();
         })
         .then(function (data) {
-          if (ticket === latest) showPreview(output, data);
+          if (ticket === latest) showPreview(output, data, params.get("format"));
         })
         .catch(function (error) {
           if (ticket !== latest) return;

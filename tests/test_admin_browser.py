@@ -10,6 +10,7 @@ import datetime
 import io
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,9 @@ async def test_gap_report_shows_values_missing_from_the_ledger(
     for issuer in (api, api, client):
         issued = await issuer.post("/series/tickets/next", headers=tenant.issuer)
         assert issued.status_code == 201, issued.text
-    report = (await api.get("/series/tickets/gaps", headers=tenant.admin)).json()
+    # The in-process issuer also reserves its next block in the background: wait until the
+    # counter stops moving, so the page and the report read the same top.
+    report = await settled_gaps(api, tenant, "tickets")
     assert report["missing"] > 0 and report["gaps"], report
 
     await sign_in(page, tenant)
@@ -169,6 +172,19 @@ async def test_gap_report_shows_values_missing_from_the_ledger(
     for row, gap in zip(await runs.all(), report["gaps"], strict=True):
         cells = [int(c.replace(",", "")) for c in await row.locator("td").all_inner_texts()]
         assert cells == [gap["first"], gap["last"], gap["count"]]
+
+
+async def settled_gaps(api: httpx.AsyncClient, tenant: Tenant, name: str) -> dict[str, Any]:
+    """The gap report once two reads 0.2 s apart agree (background reservations are done)."""
+    deadline = time.monotonic() + 10
+    report = (await api.get(f"/series/{name}/gaps", headers=tenant.admin)).json()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        again = (await api.get(f"/series/{name}/gaps", headers=tenant.admin)).json()
+        if again == report:
+            return report
+        report = again
+    raise AssertionError(f"the gap report never settled: {report}")
 
 
 async def test_keys_audit_and_sign_out(page: Any, api: httpx.AsyncClient, tenant: Tenant) -> None:

@@ -5,12 +5,44 @@ name every PostgreSQL tool already uses.
 """
 
 import datetime
+import math
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A secret (the portal's session secret, the metrics token) needs at least this many characters,
+# and at least this many bits by the frequencies of its own characters: length times the Shannon
+# entropy of the characters it holds. That refuses short secrets, few distinct characters and a
+# character repeated over and over; it cannot tell a phrase from a random string, so generate one.
+MIN_SECRET_LENGTH = 32
+MIN_SECRET_BITS = 128
+MAKE_A_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
+def secret_bits(secret: str) -> float:
+    """The secret's length times the Shannon entropy of its characters' frequencies."""
+    length = len(secret)
+    counts = Counter(secret).values()
+    return -sum(count * math.log2(count / length) for count in counts)
+
+
+def secret_weakness(secret: str) -> str | None:
+    """Why ``secret`` is too weak to sign or guard anything, or None when it is strong enough.
+    The reason never quotes the secret."""
+    if len(secret) < MIN_SECRET_LENGTH:
+        return f"has {len(secret)} characters, fewer than {MIN_SECRET_LENGTH}"
+    bits = secret_bits(secret)
+    if bits < MIN_SECRET_BITS:
+        return (
+            f"has about {bits:.0f} bits by its characters' frequencies, fewer than "
+            f"{MIN_SECRET_BITS} (too few distinct characters, or too many repeated)"
+        )
+    return None
 
 
 class Settings(BaseSettings):
@@ -98,6 +130,19 @@ class Settings(BaseSettings):
         description="Signs admin portal sessions. Unset: generated and kept in data_dir.",
     )
     secure_cookies: bool = Field(default=False, description="Mark cookies Secure (behind TLS).")
+
+    @field_validator("session_secret")
+    @classmethod
+    def _strong_secret(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A configured secret must be strong; empty is unset (Compose passes empty values)."""
+        weakness = secret_weakness(value) if value else None
+        if weakness is not None:
+            raise PydanticCustomError(
+                "weak_secret",
+                "DOCNUM_{name} is too weak: it {weakness}. Make one with: {make}",
+                {"name": str(info.field_name).upper(), "weakness": weakness, "make": MAKE_A_SECRET},
+            )
+        return value
 
 
 @lru_cache

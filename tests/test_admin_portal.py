@@ -7,6 +7,7 @@ each security property is checked directly on the responses.
 import html
 import os
 import re
+import secrets
 import stat
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +16,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from fastapi import Response
+from pydantic import ValidationError
 
 from app.admin.session import COOKIE, SESSION_SECONDS, Sessions, load_secret
 from app.settings import Settings
@@ -178,8 +180,26 @@ def test_the_generated_secret_is_kept_private_and_reused(tmp_path: Any) -> None:
     mode = stat.S_IMODE(os.stat(tmp_path / "data" / "session-secret").st_mode)
     assert mode == 0o600
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["session-secret"]
-    configured = Settings(data_dir=tmp_path / "data", session_secret="s" * 40)
-    assert load_secret(configured) == b"s" * 40
+    secret = secrets.token_urlsafe(48)
+    configured = Settings(data_dir=tmp_path / "data", session_secret=secret)
+    assert load_secret(configured) == secret.encode()
+
+
+# Strong: what the documentation tells to generate. Weak: short, repeated, few characters.
+STRONG_SECRETS = (secrets.token_urlsafe(32), secrets.token_hex(32), secrets.token_urlsafe(48))
+WEAK_SECRETS = ("s" * 40, "short", "changeme-changeme-changeme-changeme", "0123" * 10)
+
+
+def test_a_configured_session_secret_must_be_strong() -> None:
+    for weak in (*WEAK_SECRETS, secrets.token_hex(8)):
+        with pytest.raises(ValidationError) as refused:
+            Settings(session_secret=weak)
+        [error] = refused.value.errors(include_input=False)
+        assert error["msg"].startswith("DOCNUM_SESSION_SECRET is too weak: it has "), error
+        assert weak not in error["msg"]
+    for strong in STRONG_SECRETS:
+        assert Settings(session_secret=strong).session_secret == strong
+    assert Settings(session_secret="").session_secret == ""  # empty is unset, as Compose sends it
 
 
 # --- CSRF -------------------------------------------------------------------------------------

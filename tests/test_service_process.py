@@ -1,8 +1,11 @@
 """The real ``docnum serve`` process: it answers over a socket, stops cleanly, and what it stored
 survives a restart (with the embedded PostgreSQL too)."""
 
+import os
 import re
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +13,14 @@ import httpx
 import pytest
 
 from app import demo
-from tests.support import ServiceProcess, Tenant, assert_problem, start_service
+from tests.support import (
+    DATABASE_VARIABLES,
+    ServiceProcess,
+    Tenant,
+    assert_problem,
+    free_port,
+    start_service,
+)
 
 
 def oversized_chunks() -> Iterator[bytes]:
@@ -63,6 +73,29 @@ def test_the_demo_key_is_announced_on_standard_error(
     key_file = tmp_path / "data" / demo.KEY_FILE
     assert key_file.read_text() == "dn_0123abcd_secret\n"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+def test_serve_refuses_a_weak_session_secret_before_it_starts(tmp_path: Path) -> None:
+    weak = "changeme-changeme-changeme-changeme"
+    environment = {
+        **{k: v for k, v in os.environ.items() if k not in DATABASE_VARIABLES},
+        # Nothing listens there: a service that ignored the secret would fail on the database.
+        "DATABASE_URL": "postgresql://docnum@127.0.0.1:1/docnum",
+        "DOCNUM_DATA_DIR": str(tmp_path),
+        "DOCNUM_SESSION_SECRET": weak,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(free_port())],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "DOCNUM_SESSION_SECRET is too weak" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert weak not in done.stdout + done.stderr
 
 
 def embedded(data_dir: Path, log_dir: Path) -> ServiceProcess:

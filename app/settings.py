@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # character repeated over and over; it cannot tell a phrase from a random string, so generate one.
 MIN_SECRET_LENGTH = 32
 MIN_SECRET_BITS = 128
-MAKE_A_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+MAKE_A_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"  # noqa: S105
 
 
 def secret_bits(secret: str) -> float:
@@ -130,8 +130,13 @@ class Settings(BaseSettings):
         description="Signs admin portal sessions. Unset: generated and kept in data_dir.",
     )
     secure_cookies: bool = Field(default=False, description="Mark cookies Secure (behind TLS).")
+    metrics_token: str | None = Field(
+        default=None,
+        description="A scrape of /metrics that presents it (Authorization: Bearer) sees each "
+        "tenant's series; any other scrape sees sums only. Unset: nobody sees them.",
+    )
 
-    @field_validator("session_secret")
+    @field_validator("session_secret", "metrics_token")
     @classmethod
     def _strong_secret(cls, value: str | None, info: ValidationInfo) -> str | None:
         """A configured secret must be strong; empty is unset (Compose passes empty values)."""

@@ -27,6 +27,10 @@ from app.issuing import Answer, Issuer
 T = TypeVar("T")
 
 
+# The metrics token of the tests' app: a scrape that presents it sees each tenant's series.
+METRICS_TOKEN = "dXNlZC1vbmx5LWJ5LXRoZS10ZXN0cy1vZi1kb2NudW0"
+
+
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine from synchronous fixture code, on a loop of its own."""
     return asyncio.new_event_loop().run_until_complete(coroutine)

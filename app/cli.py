@@ -59,7 +59,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
     get_settings.cache_clear()
 
     async def prepare(conn: Connection) -> str | None:
-        return await demo.bootstrap(conn) if settings.demo else None
+        return await demo.prepare(conn, settings.demo, host)
 
     demo.announce(
         _with_connection(direct_url(settings, url), prepare),

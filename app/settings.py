@@ -121,9 +121,10 @@ class Settings(BaseSettings):
         default=datetime.date(2099, 12, 31),
         description="The latest document date issued for; later dates get 422.",
     )
-    demo: bool = Field(
-        default=True,
-        description="On first start with an empty database, create a demo tenant, key and series.",
+    demo: bool | None = Field(
+        default=None,
+        description="On first start with an empty database, create a demo tenant, key and series "
+        "and print its key. Unset: only when listening on a loopback address.",
     )
     session_secret: str | None = Field(
         default=None,

@@ -131,20 +131,22 @@ def start_service(
     log_dir: Path,
     *,
     workers: int = 1,
-    env: dict[str, str] | None = None,
+    env: dict[str, str | None] | None = None,
     output: int | None = None,
 ) -> ServiceProcess:
     """Start ``docnum serve``; with no database_url it runs its own embedded PostgreSQL. Its
-    standard output and error go to ``log``, or to the file descriptor ``output`` when given."""
+    standard output and error go to ``log``, or to the file descriptor ``output`` when given.
+    A variable that ``env`` sets to None is left unset."""
     port = free_port()
     log = log_dir / f"docnum-{port}.log"
-    environment = {
+    chosen = {
         **{k: v for k, v in os.environ.items() if k not in DATABASE_VARIABLES},
         **({"DATABASE_URL": database_url} if database_url else {}),
         "DOCNUM_DEMO": "false",
         "DOCNUM_DATA_DIR": str(log_dir),
         **(env or {}),
     }
+    environment = {name: value for name, value in chosen.items() if value is not None}
     with log.open("wb") as out:
         process = subprocess.Popen(
             [

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
@@ -19,6 +20,7 @@ from tests.support import (
     Tenant,
     assert_problem,
     free_port,
+    run_async,
     start_service,
 )
 
@@ -96,6 +98,58 @@ def test_serve_refuses_a_weak_session_secret_before_it_starts(tmp_path: Path) ->
     assert "DOCNUM_SESSION_SECRET is too weak" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert weak not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.1.2.3", False),
+        ("docnum.example", False),
+    ],
+)
+def test_unless_set_the_demo_is_made_only_on_a_loopback_address(host: str, loopback: bool) -> None:
+    assert demo.wanted(None, host) is loopback
+    assert demo.wanted(True, host) is True
+    assert demo.wanted(False, host) is False
+
+
+def test_listening_on_the_network_the_demo_prints_no_key_unless_asked_for(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    network: dict[str, str | None] = {"DOCNUM_HOST": "0.0.0.0", "DOCNUM_DEMO": None}
+    unasked = start_service(empty_database_url, tmp_path, env=network)
+    unasked.stop()
+    log = unasked.log.read_text()
+    assert "no demo on 0.0.0.0" in log and "docnum keys create" in log
+    assert "dn_" not in log
+    assert not (tmp_path / demo.KEY_FILE).exists()
+    assert run_async(tenants(empty_database_url)) == 0
+
+    asked = start_service(empty_database_url, tmp_path, env={**network, "DOCNUM_DEMO": "true"})
+    try:
+        key = (tmp_path / demo.KEY_FILE).read_text().strip()
+        assert key in asked.log.read_text()
+        issued = httpx.post(
+            f"{asked.url}/series/invoice/next", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert issued.status_code == 201, issued.text
+    finally:
+        asked.stop()
+
+
+async def tenants(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        count: int = await conn.fetchval("SELECT count(*) FROM tenants")
+        return count
+    finally:
+        await conn.close()
 
 
 def embedded(data_dir: Path, log_dir: Path) -> ServiceProcess:

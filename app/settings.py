@@ -128,7 +128,8 @@ class Settings(BaseSettings):
     )
     session_secret: str | None = Field(
         default=None,
-        description="Signs admin portal sessions. Unset: generated and kept in data_dir.",
+        description="Signs admin portal sessions. Unset: generated and kept in data_dir. At least "
+        "32 characters and 128 bits by its characters' frequencies; a weaker one is refused.",
     )
     secure_cookies: bool = Field(default=False, description="Mark cookies Secure (behind TLS).")
     metrics_token: str | None = Field(

@@ -2,7 +2,8 @@
 # Docnum as a container image. The first stage builds the wheel (which carries the migrations as
 # app/migrations) and installs it into a virtual environment; the runtime stage gets only that
 # environment: no sources, no pip cache, no compilers. Every setting is an environment variable
-# (DOCNUM_*, DATABASE_URL); see docs/operations.md.
+# (DOCNUM_*, DATABASE_URL); see docs/operations.md. No demo: it would print an admin key into the
+# container's logs; the first key comes from `docnum keys create`.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -29,6 +30,7 @@ ENV PATH=/opt/docnum/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     DOCNUM_HOST=0.0.0.0 \
     DOCNUM_PORT=8000 \
+    DOCNUM_DEMO=false \
     DOCNUM_DATA_DIR=/var/lib/docnum
 USER 10001:10001
 WORKDIR /var/lib/docnum

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import asyncpg
 import uvicorn
+from pydantic import ValidationError
 
 from app import demo, keys, logs
 from app.auth import SCOPES
@@ -58,7 +59,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
     get_settings.cache_clear()
 
     async def prepare(conn: Connection) -> str | None:
-        return await demo.bootstrap(conn) if settings.demo else None
+        return await demo.prepare(conn, settings.demo, host)
 
     demo.announce(
         _with_connection(direct_url(settings, url), prepare),
@@ -142,7 +143,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
-        args.handler(get_settings(), args)
+        settings = get_settings()
+    except ValidationError as error:
+        # What is wrong with each setting, never the values (a setting may be a secret).
+        wrong = (f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        sys.exit("docnum: invalid settings:\n  " + "\n  ".join(wrong))
+    try:
+        args.handler(settings, args)
     except (KeyNotFound, TenantNotFound, MigrationError) as error:
         sys.exit(f"docnum: {error}")
 

@@ -6,7 +6,7 @@ the ``type`` URI (``/problems/<slug>``) that clients may switch on; ``detail`` i
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import asyncpg
@@ -354,56 +354,71 @@ UNSTORABLE_TEXT_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    """Route every exception to a problem response; unexpected ones are logged, not shown."""
-    _document_problems(app)
+def _unavailable(exc: Exception) -> Unavailable:
+    if isinstance(exc, asyncpg.LockNotAvailableError):
+        return Unavailable("The counter is locked by another transaction for too long; retry.")
+    if isinstance(exc, TimeoutError):
+        return Unavailable("No database connection became free in time; retry.")
+    return Unavailable("The database is not reachable right now; retry.")
 
-    async def on_problem(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, Problem)
-        return problem_response(exc, request.url.path)
 
-    async def on_validation(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        return problem_response(_from_validation(exc), request.url.path)
-
-    async def on_http(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
+def problem_for(request: Request, exc: Exception) -> Problem:
+    """The problem that answers ``exc``: the one place exceptions become problems, for the API's
+    handlers and the portal's pages alike. Failures that are not the client's are logged."""
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, RequestValidationError):
+        return _from_validation(exc)
+    if isinstance(exc, HTTPException):
         problem = _from_http(exc)
         if isinstance(problem, MethodNotAllowed):
             problem.headers["Allow"] = ", ".join(_allowed_methods(request))
-        return problem_response(problem, request.url.path)
-
-    async def on_unavailable(request: Request, exc: Exception) -> Response:
+        return problem
+    if isinstance(exc, UNAVAILABLE_ERRORS) or (
+        isinstance(exc, asyncpg.InterfaceError) and _connection_lost(exc)
+    ):
         logger.warning("database unavailable on %s: %r", request.url.path, exc)
-        if isinstance(exc, asyncpg.LockNotAvailableError):
-            detail = "The counter is locked by another transaction for too long; retry."
-        elif isinstance(exc, TimeoutError):
-            detail = "No database connection became free in time; retry."
-        else:
-            detail = "The database is not reachable right now; retry."
-        return problem_response(Unavailable(detail), request.url.path)
-
-    async def on_unstorable(request: Request, exc: Exception) -> Response:
-        unstorable = InvalidRequest(
+        return _unavailable(exc)
+    if isinstance(exc, UNSTORABLE_TEXT_ERRORS):
+        return InvalidRequest(
             "The request contains text the database cannot store (such as a NUL character)."
         )
-        return problem_response(unstorable, request.url.path)
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Problem("An unexpected error occurred.")
 
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(Problem("An unexpected error occurred."), request.url.path)
 
-    async def on_interface(request: Request, exc: Exception) -> Response:
-        if _connection_lost(exc):
-            return await on_unavailable(request, exc)
-        return await on_unexpected(request, exc)
+# Answers a problem with a page instead of problem+json (the portal's error page), or returns
+# None to leave it to problem+json.
+ProblemPage = Callable[[Request, Problem], Response | None]
 
-    app.add_exception_handler(Problem, on_problem)
-    app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(HTTPException, on_http)
-    for kind in UNAVAILABLE_ERRORS:
-        app.add_exception_handler(kind, on_unavailable)
-    app.add_exception_handler(asyncpg.InterfaceError, on_interface)
-    for kind in UNSTORABLE_TEXT_ERRORS:
-        app.add_exception_handler(kind, on_unstorable)
-    app.add_exception_handler(Exception, on_unexpected)
+
+def answer(request: Request, problem: Problem) -> Response:
+    """The response to a problem: the app's problem page when it takes it, else problem+json."""
+    page: ProblemPage | None = request.app.state.problem_page
+    response = page(request, problem) if page is not None else None
+    return response or problem_response(problem, request.url.path)
+
+
+def install_problem_handlers(app: FastAPI, page: ProblemPage | None = None) -> None:
+    """Route every exception to a problem response; unexpected ones are logged, not shown.
+
+    ``page`` may answer a problem as a page instead (the portal's), also when it is found before
+    any route is (an unknown method, a body refused by the guards): see :func:`answer`.
+    """
+    _document_problems(app)
+    app.state.problem_page = page
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        return answer(request, problem_for(request, exc))
+
+    handled = (
+        Problem,
+        RequestValidationError,
+        HTTPException,
+        *UNAVAILABLE_ERRORS,
+        asyncpg.InterfaceError,
+        *UNSTORABLE_TEXT_ERRORS,
+        Exception,
+    )
+    for kind in handled:
+        app.add_exception_handler(kind, on_error)

@@ -182,6 +182,24 @@ CSV_COLUMNS = (
 )
 # Rows per page of a CSV export, each page read on a connection of its own (about 100 KB).
 CSV_PAGE_ROWS = 1000
+# A text cell starting with one of these is a formula (or may become one) in a spreadsheet that
+# opens the CSV (OWASP, "CSV Injection"); the quote is there so that the rule can be undone.
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def csv_cell(value: object) -> object:
+    """A ledger value as a CSV cell that a spreadsheet shows as text and never evaluates.
+
+    A text cell starting with a formula character (``=``, ``+``, ``-``, ``@``, tab, carriage
+    return) gets a ``'`` in front, as OWASP recommends: a void reason ``=HYPERLINK(...)``, or a
+    number such as ``-5+1`` that a ``{var:...}`` made, is shown as written. A text cell already
+    starting with ``'`` gets one too, so the rule reads back without doubt: a text cell starting
+    with ``'`` holds the value without that first ``'``. Integers, dates and times are written as
+    they are (a spreadsheet reads ``-5`` as a number, never as a formula).
+    """
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 async def csv_chunks(
@@ -211,7 +229,7 @@ async def csv_chunks(
         writer = csv.writer(buffer)
         if header:
             writer.writerow(CSV_COLUMNS)
-        writer.writerows([row[c] for c in CSV_COLUMNS] for row in rows)
+        writer.writerows([csv_cell(row[c]) for c in CSV_COLUMNS] for row in rows)
         return buffer.getvalue()
 
     first = await rows_after(decode_cursor(None))

@@ -22,6 +22,10 @@ and writes whatever has queued up to standard error in one call. So:
 - Leaving ``background_writer`` (the lifespan ending) first sends new records straight to standard
   error again, then waits until the writer has written everything queued before it: no line is
   lost at shutdown.
+
+A record is one line in both formats, whatever text a client sent: JSON escapes control
+characters, and the text format writes them as escapes (``\\n``, ``\\x1b``), so a path with
+``%0A`` cannot forge a line. Only a traceback adds lines to a text record, each indented.
 """
 
 import contextlib
@@ -97,6 +101,35 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
+
+
+# C0 and C1 control characters, DEL, and Unicode's line and paragraph separators, as escapes.
+CONTROL_ESCAPES = {
+    code: chr(code).encode("unicode_escape").decode("ascii")
+    for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+}
+
+
+def _continuation(text: str) -> str:
+    """Lines that continue a text record (a traceback): indented, control characters escaped."""
+    return "\n".join(f"    {line.translate(CONTROL_ESCAPES)}" for line in text.splitlines())
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, one line per record: control characters become escapes, and the lines of
+    a traceback, the only ones added, are indented, so none of them can pass for a record."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return super().formatMessage(record).translate(CONTROL_ESCAPES)
+
+    def formatException(self, ei: Any) -> str:
+        return _continuation(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _continuation(super().formatStack(stack_info))
 
 
 class _StderrHandler(logging.StreamHandler[TextIO]):
@@ -248,7 +281,7 @@ def configure(settings: Settings) -> None:
     if resolve_format(settings.log_format, sys.stderr) == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(TextFormatter())
     handler.addFilter(_attach_request_id)
     handler.set_name(HANDLER_NAME)
     root = logging.getLogger()

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from app import __version__, admin, docs_pages, logs, metrics
+from app.admin.web import error_page as portal_error_page
 from app.errors import install_problem_handlers
 from app.middleware import GuardMiddleware
 from app.routes import audit, health, keys, numbers, series
@@ -39,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    install_problem_handlers(app)
+    install_problem_handlers(app, page=portal_error_page)
     app.add_middleware(
         GuardMiddleware,
         max_body_bytes=settings.max_body_bytes,

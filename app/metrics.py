@@ -5,8 +5,14 @@ reaches whichever worker accepts the connection and shows that worker's numbers 
 metrics run one worker per container and scale with replicas, scraping each replica.
 
 Pool gauges are read from the pool at scrape time, so they are never stale.
+
+A scrape sees each tenant's series only when it is authorised (it presents the metrics token, see
+``app.routes.metrics``). Any other scrape gets every family with a ``tenant`` or ``series`` label
+summed over those labels: totals by mode, never a tenant id, a series name or one tenant's count.
+The sums are made from the same counters when scraped, so the two views always agree.
 """
 
+from collections import defaultdict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -91,18 +97,51 @@ class PoolCollector(Collector):
         )
 
 
-class _Scrape(Collector):
-    """This process's registered metrics plus the pool of the app being scraped."""
+# Labels that name a tenant or one of its series.
+TENANT_LABELS = frozenset({"tenant", "series"})
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+
+def without_tenants(family: Metric) -> Metric:
+    """The family summed over its tenant and series labels (unchanged when it has none).
+
+    The ``_created`` samples of the summed children are left out: a sum has no single creation
+    time, and the exposition formats make them optional.
+    """
+    if all(TENANT_LABELS.isdisjoint(sample.labels) for sample in family.samples):
+        return family
+    sums: defaultdict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
+    for sample in family.samples:
+        if sample.name.endswith("_created"):
+            continue
+        labels = tuple((k, v) for k, v in sample.labels.items() if k not in TENANT_LABELS)
+        sums[sample.name, labels] += sample.value
+    summed = Metric(
+        family.name,
+        f"{family.documentation} Summed over tenants and series (the metrics token shows each).",
+        family.type,
+        family.unit,
+    )
+    for (name, labels), value in sums.items():
+        summed.add_sample(name, dict(labels), value)
+    return summed
+
+
+class _Scrape(Collector):
+    """This process's registered metrics plus the pool of the app being scraped; summed over
+    tenants and series unless ``per_series``."""
+
+    def __init__(self, pool: asyncpg.Pool, per_series: bool) -> None:
         self._pool_collector = PoolCollector(pool)
+        self._per_series = per_series
 
     def collect(self) -> Iterator[Metric]:
-        yield from REGISTRY.collect()
+        for family in REGISTRY.collect():
+            yield family if self._per_series else without_tenants(family)
         yield from self._pool_collector.collect()
 
 
-def render(pool: asyncpg.Pool, accept: str) -> tuple[bytes, str]:
-    """The exposition body and its content type, in the format ``accept`` asks for."""
+def render(pool: asyncpg.Pool, accept: str, *, per_series: bool) -> tuple[bytes, str]:
+    """The exposition body and its content type, in the format ``accept`` asks for; each tenant's
+    series only when ``per_series`` (the scrape is authorised)."""
     encode, content_type = choose_encoder(accept)
-    return encode(_Scrape(pool)), content_type
+    return encode(_Scrape(pool, per_series)), content_type

@@ -7,9 +7,10 @@
 """
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import Overloaded, PayloadTooLarge, Problem, UnsupportedMediaType, problem_response
+from app.errors import Overloaded, PayloadTooLarge, Problem, UnsupportedMediaType, answer
 
 FORM_PREFIXES = ("/admin",)
 
@@ -35,7 +36,7 @@ class GuardMiddleware:
         headers = dict(scope["headers"])
         problem = self._refuse(scope, headers)
         if problem is not None:
-            await problem_response(problem, scope["path"])(scope, receive, send)
+            await answer(Request(scope), problem)(scope, receive, send)
             return
         self.in_flight += 1
         try:
@@ -88,4 +89,4 @@ class GuardMiddleware:
             if started:
                 raise
             too_large = PayloadTooLarge(str(error.detail))
-            await problem_response(too_large, scope["path"])(scope, receive, send)
+            await answer(Request(scope), too_large)(scope, receive, send)

@@ -5,12 +5,44 @@ name every PostgreSQL tool already uses.
 """
 
 import datetime
+import math
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A secret (the portal's session secret, the metrics token) needs at least this many characters,
+# and at least this many bits by the frequencies of its own characters: length times the Shannon
+# entropy of the characters it holds. That refuses short secrets, few distinct characters and a
+# character repeated over and over; it cannot tell a phrase from a random string, so generate one.
+MIN_SECRET_LENGTH = 32
+MIN_SECRET_BITS = 128
+MAKE_A_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"  # noqa: S105
+
+
+def secret_bits(secret: str) -> float:
+    """The secret's length times the Shannon entropy of its characters' frequencies."""
+    length = len(secret)
+    counts = Counter(secret).values()
+    return -sum(count * math.log2(count / length) for count in counts)
+
+
+def secret_weakness(secret: str) -> str | None:
+    """Why ``secret`` is too weak to sign or guard anything, or None when it is strong enough.
+    The reason never quotes the secret."""
+    if len(secret) < MIN_SECRET_LENGTH:
+        return f"has {len(secret)} characters, fewer than {MIN_SECRET_LENGTH}"
+    bits = secret_bits(secret)
+    if bits < MIN_SECRET_BITS:
+        return (
+            f"has about {bits:.0f} bits by its characters' frequencies, fewer than "
+            f"{MIN_SECRET_BITS} (too few distinct characters, or too many repeated)"
+        )
+    return None
 
 
 class Settings(BaseSettings):
@@ -89,15 +121,35 @@ class Settings(BaseSettings):
         default=datetime.date(2099, 12, 31),
         description="The latest document date issued for; later dates get 422.",
     )
-    demo: bool = Field(
-        default=True,
-        description="On first start with an empty database, create a demo tenant, key and series.",
+    demo: bool | None = Field(
+        default=None,
+        description="On first start with an empty database, create a demo tenant, key and series "
+        "and print its key. Unset: only when listening on a loopback address.",
     )
     session_secret: str | None = Field(
         default=None,
-        description="Signs admin portal sessions. Unset: generated and kept in data_dir.",
+        description="Signs admin portal sessions. Unset: generated and kept in data_dir. At least "
+        "32 characters and 128 bits by its characters' frequencies; a weaker one is refused.",
     )
     secure_cookies: bool = Field(default=False, description="Mark cookies Secure (behind TLS).")
+    metrics_token: str | None = Field(
+        default=None,
+        description="A scrape of /metrics that presents it (Authorization: Bearer) sees each "
+        "tenant's series; any other scrape sees sums only. Unset: nobody sees them.",
+    )
+
+    @field_validator("session_secret", "metrics_token")
+    @classmethod
+    def _strong_secret(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A configured secret must be strong; empty is unset (Compose passes empty values)."""
+        weakness = secret_weakness(value) if value else None
+        if weakness is not None:
+            raise PydanticCustomError(
+                "weak_secret",
+                "DOCNUM_{name} is too weak: it {weakness}. Make one with: {make}",
+                {"name": str(info.field_name).upper(), "weakness": weakness, "make": MAKE_A_SECRET},
+            )
+        return value
 
 
 @lru_cache

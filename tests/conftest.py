@@ -20,7 +20,7 @@ import pytest
 from app import keys
 from app.main import create_app
 from app.settings import Settings
-from tests.support import Tenant, run_async
+from tests.support import METRICS_TOKEN, Tenant, run_async
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,6 +80,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         data_dir=tmp_path_factory.mktemp("data"),
         demo=False,
         auth_cache_seconds=0.5,
+        metrics_token=METRICS_TOKEN,
     )
 
 

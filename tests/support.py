@@ -27,6 +27,10 @@ from app.issuing import Answer, Issuer
 T = TypeVar("T")
 
 
+# The metrics token of the tests' app: a scrape that presents it sees each tenant's series.
+METRICS_TOKEN = "dXNlZC1vbmx5LWJ5LXRoZS10ZXN0cy1vZi1kb2NudW0"
+
+
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine from synchronous fixture code, on a loop of its own."""
     return asyncio.new_event_loop().run_until_complete(coroutine)
@@ -127,20 +131,22 @@ def start_service(
     log_dir: Path,
     *,
     workers: int = 1,
-    env: dict[str, str] | None = None,
+    env: dict[str, str | None] | None = None,
     output: int | None = None,
 ) -> ServiceProcess:
     """Start ``docnum serve``; with no database_url it runs its own embedded PostgreSQL. Its
-    standard output and error go to ``log``, or to the file descriptor ``output`` when given."""
+    standard output and error go to ``log``, or to the file descriptor ``output`` when given.
+    A variable that ``env`` sets to None is left unset."""
     port = free_port()
     log = log_dir / f"docnum-{port}.log"
-    environment = {
+    chosen = {
         **{k: v for k, v in os.environ.items() if k not in DATABASE_VARIABLES},
         **({"DATABASE_URL": database_url} if database_url else {}),
         "DOCNUM_DEMO": "false",
         "DOCNUM_DATA_DIR": str(log_dir),
         **(env or {}),
     }
+    environment = {name: value for name, value in chosen.items() if value is not None}
     with log.open("wb") as out:
         process = subprocess.Popen(
             [

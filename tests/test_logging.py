@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import httpx
@@ -182,6 +183,55 @@ def test_auto_format_is_json_when_not_a_terminal(tmp_path: Path) -> None:
         "logger": "docnum.example",
         "message": "hello there",
     }
+
+
+# A line as the text format writes it, to be forged by what a client sends.
+FORGED = "2026-01-01 00:00:00,000 INFO    docnum.access: GET /forged 200 0.1ms id=forged"
+CONTROLS = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+async def test_control_characters_in_a_path_cannot_forge_a_text_log_line(
+    database_url: str, service_dir: Path
+) -> None:
+    service = start_service(database_url, service_dir, env={"DOCNUM_LOG_FORMAT": "text"})
+    try:
+        path = "/x" + quote(f"\n{FORGED}\r\x1b[2J\u2028{FORGED}", safe="")
+        async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
+            response = await client.get(path, headers={"X-Request-ID": "forging"})
+        assert response.status_code == 404
+        await eventually(lambda: "id=forging" in service.log.read_text(), "the request's line")
+    finally:
+        service.stop()
+    lines = service.log.read_text().splitlines()
+    [line] = [line for line in lines if "id=forging" in line]
+    assert re.match(r"\d{4}-\d\d-\d\d [\d:,]+ INFO +docnum\.access: GET /x\\n2026-01-01 ", line)
+    assert "\\r\\x1b[2J\\u2028" in line
+    assert not [line for line in lines if line.startswith(FORGED[:23])]
+    assert not CONTROLS.search(service.log.read_text())
+
+
+EMIT_TRACEBACK = """
+import logging
+from app import logs
+from app.settings import Settings
+logs.configure(Settings(log_format="text"))
+try:
+    raise ValueError("bad path\\nFORGED")
+except ValueError:
+    logging.getLogger("docnum.example").exception("failed on\\r\\n%s", "/x\\nFORGED")
+"""
+
+
+def test_a_traceback_in_the_text_format_cannot_forge_a_line(tmp_path: Path) -> None:
+    path = tmp_path / "stderr"
+    with path.open("wb") as out:
+        emit = EMIT_TRACEBACK.replace("FORGED", FORGED)
+        subprocess.run([sys.executable, "-c", emit], stderr=out, check=True, timeout=30)
+    first, *continued = path.read_text().splitlines()
+    assert first.endswith(f"docnum.example: failed on\\r\\n/x\\n{FORGED}")
+    assert continued[0] == "    Traceback (most recent call last):"
+    assert continued[-2:] == ["    ValueError: bad path", f"    {FORGED}"]
+    assert all(line.startswith("    ") for line in continued)
 
 
 # Lines are written by a background writer: a blocked standard error holds up no answer, and no

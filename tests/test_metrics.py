@@ -8,9 +8,10 @@ import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 
 from app.settings import Settings
-from tests.support import Tenant, create_series
+from tests.support import METRICS_TOKEN, Tenant, assert_problem, create_series
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -20,9 +21,13 @@ WHERE s.tenant_id = $1 AND s.name = $2
 """
 
 
-async def scrape(client: httpx.AsyncClient) -> Samples:
-    """Every sample, read as Prometheus would; the scrape sends no API key."""
-    response = await client.get("/metrics")
+AUTHORISED = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
+async def scrape(client: httpx.AsyncClient, headers: dict[str, str] = AUTHORISED) -> Samples:
+    """Every sample, read as Prometheus would, with the metrics token unless ``headers`` say
+    otherwise; never with an API key."""
+    response = await client.get("/metrics", headers=headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain; version=")
     return {
@@ -87,6 +92,34 @@ async def test_issued_numbers_are_counted_by_series_and_mode_without_replays(
     assert value(samples, "docnum_numbers_issued_total", **labels) == 2 + 5 + 1
 
 
+async def test_without_the_metrics_token_no_tenant_or_series_is_shown(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    series = f"private-{secrets.token_hex(4)}"
+    await create_series(client, other_tenant, series, mode="cached", block_size=10)
+    before = await scrape(client, headers={})
+    for _ in range(3):
+        issued = await client.post(f"/series/{series}/next", headers=other_tenant.issuer)
+        assert issued.status_code == 201, issued.text
+    public = await client.get("/metrics")
+    after = await scrape(client, headers={})
+
+    assert series not in public.text
+    assert f'tenant="{other_tenant.id}"' not in public.text
+    for _, labels in after:
+        assert not {"tenant", "series"} & dict(labels).keys(), labels
+    # The sums still count every number and block: they are the same counters, summed.
+    assert delta(before, after, "docnum_numbers_issued_total", mode="cached") == 3
+    assert delta(before, after, "docnum_block_refills_total") >= 1
+    labels = {"tenant": str(other_tenant.id), "series": series, "mode": "cached"}
+    assert value(await scrape(client), "docnum_numbers_issued_total", **labels) == 3
+    # Another tenant's key, a wrong token: refused, not a way around the sums.
+    for headers in (tenant.admin, other_tenant.issuer, {"Authorization": "Bearer wrong"}):
+        refused = await client.get("/metrics", headers=headers)
+        assert_problem(refused, 401, "unauthorized")
+        assert series not in refused.text
+
+
 async def test_cached_block_refills_are_counted(
     client: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool
 ) -> None:
@@ -130,3 +163,10 @@ async def test_openmetrics_is_served_when_asked_for(client: httpx.AsyncClient) -
     assert response.headers["content-type"].startswith("application/openmetrics-text")
     assert response.text.endswith("# EOF\n")
     assert "docnum_db_pool_connections" in response.text
+
+
+def test_a_weak_metrics_token_is_refused() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(metrics_token="metrics")
+    [error] = refused.value.errors(include_input=False)
+    assert error["msg"].startswith("DOCNUM_METRICS_TOKEN is too weak: it has 7 characters")

@@ -1,16 +1,28 @@
 """The real ``docnum serve`` process: it answers over a socket, stops cleanly, and what it stored
 survives a restart (with the embedded PostgreSQL too)."""
 
+import os
 import re
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
 from app import demo
-from tests.support import ServiceProcess, Tenant, assert_problem, start_service
+from tests.support import (
+    DATABASE_VARIABLES,
+    ServiceProcess,
+    Tenant,
+    assert_problem,
+    free_port,
+    run_async,
+    start_service,
+)
 
 
 def oversized_chunks() -> Iterator[bytes]:
@@ -63,6 +75,81 @@ def test_the_demo_key_is_announced_on_standard_error(
     key_file = tmp_path / "data" / demo.KEY_FILE
     assert key_file.read_text() == "dn_0123abcd_secret\n"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+def test_serve_refuses_a_weak_session_secret_before_it_starts(tmp_path: Path) -> None:
+    weak = "changeme-changeme-changeme-changeme"
+    environment = {
+        **{k: v for k, v in os.environ.items() if k not in DATABASE_VARIABLES},
+        # Nothing listens there: a service that ignored the secret would fail on the database.
+        "DATABASE_URL": "postgresql://docnum@127.0.0.1:1/docnum",
+        "DOCNUM_DATA_DIR": str(tmp_path),
+        "DOCNUM_SESSION_SECRET": weak,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(free_port())],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "DOCNUM_SESSION_SECRET is too weak" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert weak not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.1.2.3", False),
+        ("docnum.example", False),
+    ],
+)
+def test_unless_set_the_demo_is_made_only_on_a_loopback_address(host: str, loopback: bool) -> None:
+    assert demo.wanted(None, host) is loopback
+    assert demo.wanted(True, host) is True
+    assert demo.wanted(False, host) is False
+
+
+def test_listening_on_the_network_the_demo_prints_no_key_unless_asked_for(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    network: dict[str, str | None] = {"DOCNUM_HOST": "0.0.0.0", "DOCNUM_DEMO": None}
+    unasked = start_service(empty_database_url, tmp_path, env=network)
+    unasked.stop()
+    log = unasked.log.read_text()
+    assert "no demo on 0.0.0.0" in log and "docnum keys create" in log
+    assert "dn_" not in log
+    assert not (tmp_path / demo.KEY_FILE).exists()
+    assert run_async(tenants(empty_database_url)) == 0
+
+    asked = start_service(empty_database_url, tmp_path, env={**network, "DOCNUM_DEMO": "true"})
+    try:
+        key = (tmp_path / demo.KEY_FILE).read_text().strip()
+        assert key in asked.log.read_text()
+        issued = httpx.post(
+            f"{asked.url}/series/invoice/next", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert issued.status_code == 201, issued.text
+    finally:
+        asked.stop()
+
+
+async def tenants(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        count: int = await conn.fetchval("SELECT count(*) FROM tenants")
+        return count
+    finally:
+        await conn.close()
 
 
 def embedded(data_dir: Path, log_dir: Path) -> ServiceProcess:

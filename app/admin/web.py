@@ -20,10 +20,11 @@ from fastapi.routing import APIRoute
 
 from app import __version__
 from app.admin.session import AdminSession, SignInRequired
-from app.errors import InvalidRequest, Problem
+from app.errors import InvalidRequest, Problem, problem_for
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
+PORTAL_PATH = "/admin"
 STATIC_PATH = "/admin/static"
 SIGN_IN_PATH = "/admin/sign-in"
 HOME_PATH = "/admin/series"
@@ -143,21 +144,35 @@ class PortalRoute(APIRoute):
                 query = f"?{request.url.query}" if request.url.query else ""
                 next_path = request.url.path + query if request.method == "GET" else None
                 response = redirect(SIGN_IN_PATH, next=next_path)
-            except Problem as problem:
-                response = _error_page(request, problem)
             except RequestValidationError:
                 response = _error_page(request, InvalidRequest("This address is not valid."))
+            except Exception as error:  # every failure, the database's included, is a page
+                response = _error_page(request, problem_for(request, error))
             response.headers.update(SECURITY_HEADERS)
             return response
 
         return portal_handler
 
 
+def error_page(request: Request, problem: Problem) -> HTMLResponse | None:
+    """The error page for a problem found under the portal's path before any of its routes ran
+    (an unknown method, a body the guards refused, a missing static file); None for the portal's
+    JSON route (the preview) and for paths outside the portal, which answer problem+json."""
+    path = request.url.path
+    route = request.scope.get("route")
+    json_route = isinstance(route, APIRoute) and not isinstance(route, PortalRoute)
+    if json_route or not (path == PORTAL_PATH or path.startswith(f"{PORTAL_PATH}/")):
+        return None
+    return _error_page(request, problem)
+
+
 def _error_page(request: Request, problem: Problem) -> HTMLResponse:
-    return render(
+    page = render(
         request,
         "error.html",
         signed_in=None,
         status_code=problem.status,
         problem=problem,
     )
+    page.headers.update({**problem.headers, **SECURITY_HEADERS})
+    return page

@@ -1,14 +1,30 @@
-"""Prometheus metrics for scrapers; like the health checks, they need no API key."""
+"""Prometheus metrics for scrapers. They need no API key; each tenant's series need the metrics
+token.
+
+A scrape without an ``Authorization`` header gets sums over tenants and series (see
+``app.metrics``). A scrape that presents ``DOCNUM_METRICS_TOKEN`` as a Bearer token also gets
+each tenant's series. Any other ``Authorization`` (a wrong token, an API key, or any token when
+none is configured) is a 401, so a scraper with a mistyped token fails loudly instead of quietly
+losing the series.
+"""
+
+import hmac
 
 from fastapi import APIRouter, Request, Response
 
 from app.deps import ServicesDep
+from app.errors import Unauthorized, problem_responses
 from app.metrics import render
 
 router = APIRouter(tags=["health"])
 
 DESCRIPTION = """
 Prometheus text format (OpenMetrics when the `Accept` header asks for it).
+
+Without an `Authorization` header, metrics labelled by tenant and series are summed over them:
+no tenant id, series name or per-series count is shown. With `Authorization: Bearer <token>` where
+the token is the configured `DOCNUM_METRICS_TOKEN`, they are shown per tenant and series. Any
+other `Authorization` gets 401.
 
 Each process reports its own metrics: with `DOCNUM_WORKERS` above 1, a scrape shows whichever
 worker answered it. Run one worker per container and scrape every replica for exact numbers.
@@ -25,13 +41,37 @@ docnum_db_pool_connections{state="idle"} 9.0
 """
 
 
+def per_series(request: Request, token: str | None) -> bool:
+    """Whether this scrape may see each tenant's series: it presents the metrics token."""
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        return False
+    scheme, _, credentials = authorization.partition(" ")
+    if (
+        token
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(credentials.strip().encode(), token.encode())
+    ):
+        return True
+    raise Unauthorized(
+        "Only the metrics token (DOCNUM_METRICS_TOKEN) is accepted here; "
+        "scrape without Authorization for the metrics summed over tenants."
+    )
+
+
 @router.get(
     "/metrics",
     summary="Prometheus metrics of this process",
     description=DESCRIPTION,
     response_class=Response,
-    responses={200: {"description": "Metrics", "content": {"text/plain": {"example": EXAMPLE}}}},
+    responses={
+        200: {"description": "Metrics", "content": {"text/plain": {"example": EXAMPLE}}},
+        **problem_responses(Unauthorized),
+    },
 )
 async def metrics(request: Request, services: ServicesDep) -> Response:
-    body, content_type = render(services.pool, request.headers.get("accept", ""))
+    authorised = per_series(request, services.settings.metrics_token)
+    body, content_type = render(
+        services.pool, request.headers.get("accept", ""), per_series=authorised
+    )
     return Response(body, media_type=content_type)

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
         default=None,
         description="Signs admin portal sessions. Unset: generated and kept in data_dir.",
     )
+    require_if_match: bool = Field(
+        default=False,
+        description="Refuse (428) a change of a series that sends no If-Match with its ETag.",
+    )
     secure_cookies: bool = Field(default=False, description="Mark cookies Secure (behind TLS).")
 
 

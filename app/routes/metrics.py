@@ -32,6 +32,6 @@ docnum_db_pool_connections{state="idle"} 9.0
     response_class=Response,
     responses={200: {"description": "Metrics", "content": {"text/plain": {"example": EXAMPLE}}}},
 )
-async def metrics(request: Request, services: ServicesDep) -> Response:
+async def get_metrics(request: Request, services: ServicesDep) -> Response:
     body, content_type = render(services.pool, request.headers.get("accept", ""))
     return Response(body, media_type=content_type)

@@ -10,8 +10,9 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
+from app import cursors
 from app.database import Connection, Executor
-from app.errors import field_error
+from app.schemas import Page
 
 INSERT_AUDIT = """
 INSERT INTO audit_log (tenant_id, actor, action, series, details)
@@ -33,6 +34,7 @@ Action = Literal[
     "series.created",
     "series.changed",
     "series.archived",
+    "series.restored",
     "number.voided",
     "key.created",
     "key.revoked",
@@ -50,7 +52,7 @@ class AuditEntry(BaseModel):
     details: dict[str, Any]
 
 
-class AuditPage(BaseModel):
+class AuditPage(Page):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -66,13 +68,13 @@ class AuditPage(BaseModel):
                         }
                     ],
                     "next_cursor": None,
+                    "has_more": False,
                 }
             ]
         }
     )
 
     items: list[AuditEntry]
-    next_cursor: str | None
 
 
 async def record(
@@ -101,15 +103,10 @@ async def page(
     limit: int,
 ) -> AuditPage:
     """One page of the tenant's trail, newest first; ``cursor`` is a page's ``next_cursor``."""
-    before = _decode_cursor(cursor)
+    position = cursors.decode("audit", cursor, (int,), lambda p: 0 < int(p[0]) <= NEWEST)
+    before = NEWEST if position is None else int(position[0])
     rows = await conn.fetch(SELECT_AUDIT, tenant_id, action, series, before, limit + 1)
     items = [AuditEntry(**{**dict(r), "details": json.loads(r["details"])}) for r in rows[:limit]]
-    return AuditPage(items=items, next_cursor=str(items[-1].id) if len(rows) > limit else None)
-
-
-def _decode_cursor(cursor: str | None) -> int:
-    if not cursor:
-        return NEWEST
-    if not (len(cursor) <= 19 and cursor.isascii() and cursor.isdigit() and int(cursor) <= NEWEST):
-        raise field_error("cursor", "not a cursor this service returned")
-    return int(cursor)
+    more = len(rows) > limit
+    next_cursor = cursors.encode("audit", (items[-1].id,)) if more else None
+    return AuditPage(items=items, next_cursor=next_cursor, has_more=more)

@@ -4,17 +4,23 @@ Every route behind an API key declares its problems with :func:`key_problems` or
 :func:`admin_problems`, so the OpenAPI document lists exactly what the route can answer.
 """
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Header, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.convertors import Convertor, register_url_convertor
 
+from app import idempotency
 from app.auth import Principal
+from app.cursors import CURSOR_MAX_LENGTH, CURSOR_PATTERN
+from app.database import Connection
 from app.errors import (
     BadRequest,
     Forbidden,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
     InvalidRequest,
     Overloaded,
     PayloadTooLarge,
@@ -25,6 +31,7 @@ from app.errors import (
     problem_responses,
 )
 from app.formatting import MAX_NUMBER_LENGTH
+from app.idempotency import KEY_DESCRIPTION, KEY_PATTERN, REPLAYED_HEADER
 from app.schemas import LINE_PATTERN, SERIES_NAME_PATTERN
 from app.services import Services
 
@@ -125,3 +132,77 @@ async def get_admin(principal: PrincipalDep) -> Principal:
 
 
 AdminDep = Annotated[Principal, Depends(get_admin)]
+
+
+IdempotencyKeyHeader = Annotated[
+    str | None, Header(alias="Idempotency-Key", pattern=KEY_PATTERN, description=KEY_DESCRIPTION)
+]
+CursorQuery = Annotated[
+    str | None,
+    Query(
+        max_length=CURSOR_MAX_LENGTH,
+        pattern=CURSOR_PATTERN,
+        description="`next_cursor` of the previous page; left out for the first page.",
+    ),
+]
+
+# The headers successful answers carry, by name, as the OpenAPI document describes them.
+SUCCESS_HEADERS: Mapping[str, str] = {
+    "Location": "The URL of what was created.",
+    "ETag": 'The version of the series\' definition (`"v7"`); send it as `If-Match` to change '
+    "the series only if nobody changed it since. Absent from a replayed answer.",
+    "Link": 'The next page, as `<url>; rel="next"`; absent on the last page.',
+    "Vary": "`Accept`: the representation depends on the Accept header.",
+    REPLAYED_HEADER: "`true` when this is the stored answer to an earlier request with the same "
+    "Idempotency-Key; nothing was done again.",
+}
+
+
+def success_headers(status: int, *names: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entry documenting the headers a successful answer may carry."""
+    return {
+        status: {
+            "headers": {
+                name: {"description": SUCCESS_HEADERS[name], "schema": {"type": "string"}}
+                for name in names
+            }
+        }
+    }
+
+
+# What a request with an Idempotency-Key can get wrong with its key.
+IDEMPOTENCY_PROBLEMS: tuple[type[Problem], ...] = (IdempotencyKeyInFlight, IdempotencyKeyReused)
+
+
+async def once_per_key(
+    services: Services,
+    scope: idempotency.Scope,
+    header: str | None,
+    operation: str,
+    request: Mapping[str, Any],
+    change: Callable[[Connection], Awaitable[tuple[int, bytes]]],
+) -> tuple[int, bytes, bool]:
+    """Make a change on a connection of its own, once per Idempotency-Key (if one was sent):
+    (status, body, replayed). See ``app.idempotency.answer_once``."""
+    claim = idempotency.claim_of(header, operation, request)
+    ttl = services.settings.idempotency_ttl_seconds
+    async with services.pool.acquire() as conn:
+        return await idempotency.answer_once(conn, scope, claim, ttl, lambda: change(conn))
+
+
+def json_answer(
+    status: int, body: bytes, *, replayed: bool = False, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A JSON body already rendered (and stored, for idempotent replays), sent as it is."""
+    sent = dict(headers or {})
+    if replayed:
+        sent[REPLAYED_HEADER] = "true"
+    return Response(body, status, sent, media_type="application/json")
+
+
+def link_next(request: Request, response: Response, next_cursor: str | None) -> None:
+    """Add the ``Link: <...>; rel="next"`` header of a page that has a next one: this request's
+    path and query with ``cursor`` set to the page's ``next_cursor``."""
+    if next_cursor is not None:
+        query = request.url.include_query_params(cursor=next_cursor).query
+        response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'

@@ -31,6 +31,12 @@ class Problem(Exception):
     status: int = 500
     slug: ClassVar[str] = "internal-error"
     title: ClassVar[str] = "Internal error"
+    # What the problem means and what to do about it, for its page at /problems/<slug>.
+    description: ClassVar[str] = (
+        "The service failed in a way it did not expect; nothing in the request is known to be "
+        "wrong. Retry once; if it happens again, report the response's `X-Request-ID` to the "
+        "operators."
+    )
     # Headers every instance sends, by name, with what they mean (for the OpenAPI document).
     documented_headers: ClassVar[Mapping[str, str]] = {}
 
@@ -51,10 +57,18 @@ class Problem(Exception):
 
 class BadRequest(Problem):
     status, slug, title = 400, "malformed-request", "Malformed request"
+    description = (
+        "The request could not be read: the body is not valid JSON, or a header is "
+        "malformed. Fix the request before sending it again."
+    )
 
 
 class Unauthorized(Problem):
     status, slug, title = 401, "unauthorized", "Missing or invalid API key"
+    description = (
+        "No API key was sent, or the key is unknown, malformed or revoked. Send "
+        "`Authorization: Bearer <key>` with a valid key of your tenant."
+    )
     documented_headers: ClassVar[Mapping[str, str]] = {
         "WWW-Authenticate": "The scheme to authenticate with: Bearer."
     }
@@ -65,97 +79,201 @@ class Unauthorized(Problem):
 
 class Forbidden(Problem):
     status, slug, title = 403, "forbidden", "Not allowed"
+    description = (
+        "The key is valid but its scope does not allow this operation (an `issue` key on "
+        "an administrative route). Use an `admin` key of the tenant."
+    )
 
 
 class NotFound(Problem):
     status, slug, title = 404, "not-found", "Not found"
+    description = (
+        "Nothing is served at this path. Check the path against the API description at `/docs`."
+    )
 
 
 class SeriesNotFound(NotFound):
     slug, title = "series-not-found", "Series not found"
+    description = (
+        "The tenant has no series of this name (another tenant's series are not visible)."
+        " Check the name, or create the series."
+    )
 
 
 class NumberNotFound(NotFound):
     slug, title = "number-not-found", "Number not found"
+    description = (
+        "The series' ledger holds no such number. Check the number, percent-encoded in "
+        "the path, and the series."
+    )
 
 
 class KeyNotFound(NotFound):
     slug, title = "key-not-found", "Key not found"
+    description = "The tenant has no API key with this prefix. List the keys to find the prefix."
 
 
 class TenantNotFound(NotFound):
     slug, title = "tenant-not-found", "Tenant not found"
+    description = "No tenant has this name. Check the name, or create the tenant with a key."
 
 
 class MethodNotAllowed(Problem):
     status, slug, title = 405, "method-not-allowed", "Method not allowed"
+    description = (
+        "The path exists but not with this method. The `Allow` header lists the methods it serves."
+    )
 
 
 class Conflict(Problem):
     status, slug, title = 409, "conflict", "Conflict"
+    description = (
+        "The request conflicts with the current state of the resource. Read the resource "
+        "again and decide."
+    )
 
 
 class SeriesExists(Conflict):
     slug, title = "series-exists", "Series already exists"
+    description = (
+        "A series of this name already exists in the tenant. Pick another name, or use "
+        "the existing series."
+    )
 
 
 class SeriesArchived(Conflict):
     slug, title = "series-archived", "Series is archived"
+    description = (
+        "The series is archived and issues no numbers; what it issued stays readable. "
+        "Restore it (`POST /series/{name}/restore`) or use another series."
+    )
 
 
 class SeriesInUse(Conflict):
     slug, title = "series-in-use", "Numbers were already issued"
+    description = (
+        "Mode, reset, start, step, fiscal year start and shared counter cannot change "
+        "once a number was issued. Create a new series for the new numbering."
+    )
 
 
 class FormatConflict(Conflict):
     slug, title = "format-conflict", "The format could render an earlier number"
+    description = (
+        "The new format could render a number that an earlier format of the series can "
+        "render, so one number could be issued twice. Add a literal prefix or separator "
+        "no earlier format has, or start a new series."
+    )
 
 
 class SeriesExhausted(Conflict):
     slug, title = "series-exhausted", "Series is exhausted"
+    description = (
+        "The counter reached the series' `max_value`; a series never wraps. Raise "
+        "`max_value`, or start a new series."
+    )
 
 
 class NumberCollision(Conflict):
     slug, title = "number-collision", "Number already in the ledger"
+    description = (
+        "The number rendered for this request is already in the ledger (variables that "
+        "render alike, or a changed format); nothing was issued. Send other variables, or"
+        " change the format."
+    )
 
 
 class AlreadyVoided(Conflict):
     slug, title = "already-voided", "Number is already voided"
+    description = (
+        "The number was voided before; it stays voided with its first reason. Nothing to do."
+    )
 
 
 class NotGapless(Conflict):
     slug, title = "not-gapless", "Only gapless numbers can be voided"
+    description = (
+        "Only numbers of a gapless series can be voided; the other modes may skip values "
+        "anyway. Nothing to void."
+    )
 
 
 class LedgerDisabled(Conflict):
     slug, title = "ledger-disabled", "This series keeps no ledger"
+    description = (
+        "The series records no ledger, so there is nothing to list, look up or check for "
+        "gaps. Turn `ledger` on for numbers issued from now on."
+    )
 
 
 class IdempotencyKeyInFlight(Conflict):
     slug, title = "idempotency-key-in-flight", "A request with this Idempotency-Key is in progress"
+    description = (
+        "A request with the same `Idempotency-Key` is still being served. Retry after "
+        "`Retry-After` seconds to get its answer."
+    )
     documented_headers: ClassVar[Mapping[str, str]] = RETRY_AFTER
+
+
+class PreconditionFailed(Problem):
+    status, slug, title = 412, "precondition-failed", "The resource changed since it was read"
+    description = (
+        "The `If-Match` header names a version (`ETag`) the resource no longer has: someone "
+        "changed it since you read it, and nothing was changed now. Read it again (`GET`), "
+        "decide on the change with what it now is, and send it with the new `ETag`."
+    )
+
+
+class PreconditionRequired(Problem):
+    status, slug, title = 428, "precondition-required", "If-Match is required"
+    description = (
+        "The service requires changes to name the version they were made from "
+        "(`DOCNUM_REQUIRE_IF_MATCH`), so that two people changing one resource cannot silently "
+        "overwrite each other. Read the resource, and send its `ETag` as `If-Match`."
+    )
 
 
 class PayloadTooLarge(Problem):
     status, slug, title = 413, "payload-too-large", "Request body too large"
+    description = (
+        "The request body is larger than the service accepts (`DOCNUM_MAX_BODY_BYTES`). "
+        "Send a smaller body, for instance a smaller batch."
+    )
 
 
 class UnsupportedMediaType(Problem):
     status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
+    description = (
+        "The body is not sent as `application/json`. Send JSON with `Content-Type: "
+        "application/json`."
+    )
 
 
 class InvalidRequest(Problem):
     status, slug, title = 422, "invalid-request", "Invalid request"
+    description = (
+        "A field, parameter or header is invalid; `errors` names each one with the "
+        "reason. Fix them before sending the request again."
+    )
 
 
 class IdempotencyKeyReused(InvalidRequest):
     slug, title = "idempotency-key-reused", "Idempotency-Key reused with a different request"
+    description = (
+        "The `Idempotency-Key` was used before for a different request (another body, "
+        "route or number). Use a new key for a new request; reuse a key only to retry the"
+        " same request."
+    )
 
 
 class Unavailable(Problem):
     """The database cannot answer now (down, restarting, or a lock held too long); retry later."""
 
     status, slug, title = 503, "unavailable", "Service temporarily unavailable"
+    description = (
+        "The database cannot answer now (down, restarting, or a lock held too long); "
+        "nothing was changed by this request. Retry after `Retry-After` seconds."
+    )
     documented_headers: ClassVar[Mapping[str, str]] = RETRY_AFTER
 
     def __init__(self, detail: str, *, retry_after: int = 1) -> None:
@@ -164,10 +282,29 @@ class Unavailable(Problem):
 
 class Overloaded(Unavailable):
     slug, title = "overloaded", "Too many requests in progress"
+    description = (
+        "The process is serving as many requests as it allows at once. Retry after "
+        "`Retry-After` seconds, or spread the load."
+    )
 
 
 class TooManyExports(Unavailable):
     slug, title = "too-many-exports", "Too many ledger exports in progress"
+    description = (
+        "The process is streaming as many CSV exports as it allows at once. Retry after "
+        "`Retry-After` seconds."
+    )
+
+
+def problem_types() -> list[type[Problem]]:
+    """Every problem class, ``Problem`` first and then each subclass after its parent."""
+    found: list[type[Problem]] = []
+    pending: list[type[Problem]] = [Problem]
+    while pending:
+        kind = pending.pop(0)
+        found.append(kind)
+        pending.extend(kind.__subclasses__())
+    return found
 
 
 def field_error(field: str, message: str) -> InvalidRequest:

@@ -24,8 +24,6 @@ from app.coalesce import Coalescer
 from app.database import Connection
 from app.definition import CounterKey, Series, StaleDefinition
 from app.errors import (
-    IdempotencyKeyInFlight,
-    IdempotencyKeyReused,
     Problem,
     SeriesArchived,
     Unavailable,
@@ -207,16 +205,7 @@ class Issuer:
 
 def _replay(claim: Claim | None, stored: Replayed) -> Answer:
     assert claim is not None
-    if stored.request_hash != claim.request_hash:
-        raise IdempotencyKeyReused(
-            "This Idempotency-Key was used for a different request; use a new key."
-        )
-    if stored.status is None or stored.body is None:
-        raise IdempotencyKeyInFlight(
-            "The first request with this key has not finished; retry shortly.",
-            headers={"Retry-After": "1"},
-        )
-    return Answer(stored.status, stored.body, True, None)
+    return Answer(*idempotency.stored_answer(claim, stored), True, None)
 
 
 def check_count(count: int, maximum: int) -> None:

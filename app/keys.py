@@ -5,11 +5,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from app import audit
+from app import audit, cursors
 from app.auth import Scope, new_key
 from app.database import Connection, Executor
 from app.errors import KeyNotFound, TenantNotFound
-from app.schemas import LINE_PATTERN
+from app.schemas import LINE_PATTERN, MAX_BIGINT, Page
 
 ENSURE_TENANT = """
 WITH made AS (INSERT INTO tenants (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id)
@@ -27,6 +27,13 @@ LIST_KEYS = """
 SELECT prefix, scope, name, created_at, last_used_at, revoked_at FROM api_keys
 WHERE tenant_id = $1 AND (revoked_at IS NULL OR $2)
 ORDER BY created_at, id
+"""
+# Keyset paging on the id, which follows creation order; $3 is the id of the last key already seen.
+PAGE_KEYS = """
+SELECT id, prefix, scope, name, created_at, last_used_at, revoked_at FROM api_keys
+WHERE tenant_id = $1 AND (revoked_at IS NULL OR $2) AND id > $3
+ORDER BY id
+LIMIT $4
 """
 REVOKE_KEY = """
 UPDATE api_keys SET revoked_at = now()
@@ -83,6 +90,16 @@ class NewKey(KeyOut):
     key: str
 
 
+class KeyPage(Page):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"items": [KEY_EXAMPLE], "next_cursor": None, "has_more": False}]
+        }
+    )
+
+    items: list[KeyOut]
+
+
 async def ensure_tenant(conn: Executor, name: str) -> int:
     tenant_id: int = await conn.fetchval(ENSURE_TENANT, name)
     return tenant_id
@@ -114,6 +131,19 @@ async def create(
 
 async def listing(conn: Executor, tenant_id: int, *, include_revoked: bool) -> list[KeyOut]:
     return [KeyOut(**dict(r)) for r in await conn.fetch(LIST_KEYS, tenant_id, include_revoked)]
+
+
+async def page(
+    conn: Executor, tenant_id: int, *, include_revoked: bool, cursor: str | None, limit: int
+) -> KeyPage:
+    """One page of the tenant's keys, oldest first; ``cursor`` is a page's ``next_cursor``."""
+    position = cursors.decode("keys", cursor, (int,), lambda p: 0 <= int(p[0]) <= MAX_BIGINT)
+    after = 0 if position is None else int(position[0])
+    rows = await conn.fetch(PAGE_KEYS, tenant_id, include_revoked, after, limit + 1)
+    items = [KeyOut(**{k: v for k, v in r.items() if k != "id"}) for r in rows[:limit]]
+    more = len(rows) > limit
+    next_cursor = cursors.encode("keys", (rows[limit - 1]["id"],)) if more else None
+    return KeyPage(items=items, next_cursor=next_cursor, has_more=more)
 
 
 async def revoke(conn: Connection, tenant_id: int, prefix: str, *, actor: str) -> KeyOut:

@@ -4,23 +4,19 @@ Gapless series record every number in the transaction that issues it. A voided n
 the ledger with its reason, so an auditor sees every value accounted for.
 """
 
-import base64
-import binascii
 import csv
+import datetime
 import io
-import json
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 
-from app import audit
+from app import audit, cursors
 from app.database import Connection, Executor
 from app.definition import CounterKey, Series
 from app.errors import (
     AlreadyVoided,
-    InvalidRequest,
     NotGapless,
     NumberCollision,
     NumberNotFound,
@@ -127,29 +123,25 @@ async def record_numbers(
 
 def encode_cursor(entry: LedgerEntry) -> str:
     variables = encode_variables(entry.variables, entry.variables)
-    raw = json.dumps([entry.period, variables, entry.value]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.encode("numbers", (entry.period, variables, entry.value))
+
+
+def _valid_position(position: cursors.Position) -> bool:
+    """A position encode_cursor can make: a period, a counter's variables, a bigint."""
+    period, variables, value = position
+    return (
+        cursors.matches(PERIOD_PATTERN, period)
+        and cursors.matches(COUNTER_VARIABLES_PATTERN, variables)
+        and -MAX_BIGINT - 1 <= int(value) <= MAX_BIGINT
+    )
 
 
 def decode_cursor(cursor: str | None) -> tuple[str, str, int]:
-    if not cursor:
+    position = cursors.decode("numbers", cursor, (str, str, int), _valid_position)
+    if position is None:
         return "", "", -(2**63)
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        period, variables, value = json.loads(raw)
-    except (ValueError, TypeError, binascii.Error):
-        raise InvalidRequest("cursor: not a cursor this service returned") from None
-    # A cursor is client input like any other: it must decode to what encode_cursor can make.
-    if (
-        not isinstance(period, str)
-        or re.fullmatch(PERIOD_PATTERN, period) is None
-        or not isinstance(variables, str)
-        or re.fullmatch(COUNTER_VARIABLES_PATTERN, variables) is None
-        or type(value) is not int
-        or not -MAX_BIGINT - 1 <= value <= MAX_BIGINT
-    ):
-        raise InvalidRequest("cursor: not a cursor this service returned")
-    return period, variables, value
+    period, variables, value = position
+    return str(period), str(variables), int(value)
 
 
 async def page(
@@ -180,6 +172,8 @@ CSV_COLUMNS = (
     "void_reason",
     "voided_at",
 )
+
+
 # Rows per page of a CSV export, each page read on a connection of its own (about 100 KB).
 CSV_PAGE_ROWS = 1000
 # A text cell starting with one of these is a formula (or may become one) in a spreadsheet that
@@ -194,11 +188,14 @@ def csv_cell(value: object) -> object:
     return) gets a ``'`` in front, as OWASP recommends: a void reason ``=HYPERLINK(...)``, or a
     number such as ``-5+1`` that a ``{var:...}`` made, is shown as written. A text cell already
     starting with ``'`` gets one too, so the rule reads back without doubt: a text cell starting
-    with ``'`` holds the value without that first ``'``. Integers, dates and times are written as
-    they are (a spreadsheet reads ``-5`` as a number, never as a formula).
+    with ``'`` holds the value without that first ``'``. Integers and dates are written as they
+    are (a spreadsheet reads ``-5`` as a number, never as a formula); timestamps in ISO 8601 with
+    its ``T`` (``2026-03-31T14:05:09.123456+00:00``), not the space ``str`` puts there.
     """
     if isinstance(value, str) and value.startswith(CSV_FORMULA_STARTS):
         return "'" + value
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
     return value
 
 

@@ -4,12 +4,13 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from app import __version__, admin, docs_pages, logs, metrics
 from app.admin.web import error_page as portal_error_page
 from app.errors import install_problem_handlers
 from app.middleware import GuardMiddleware
-from app.routes import audit, health, keys, numbers, series
+from app.routes import audit, health, keys, numbers, problems, series
 from app.routes import metrics as metrics_route
 from app.services import running
 from app.settings import Settings, get_settings
@@ -19,6 +20,26 @@ Unique, formatted, sequential document numbers (`INV-2026-000123`) for any appli
 speaks HTTP. Authenticate with `Authorization: Bearer <key>`; errors are
 `application/problem+json` (RFC 9457) with a stable `type`.
 """
+
+# One entry per tag, in the order the documentation pages show them.
+TAGS = [
+    {"name": "numbers", "description": "Issue numbers, read the ledger, void numbers, find gaps."},
+    {"name": "series", "description": "Create, read, change, archive and restore series."},
+    {"name": "keys", "description": "The tenant's API keys (admin keys only)."},
+    {
+        "name": "audit",
+        "description": "Every administrative change, newest first (admin keys only).",
+    },
+    {"name": "problems", "description": "What each problem `type` means and what to do about it."},
+    {"name": "health", "description": "Liveness, readiness and metrics; no key needed."},
+]
+
+
+def operation_id(route: APIRoute) -> str:
+    """The operationId of a route: its function's name in camelCase (``issue_batch`` gives
+    ``issueBatch``), stable across paths and methods, for the method names generated clients get."""
+    first, *rest = route.name.split("_")
+    return first + "".join(word.capitalize() for word in rest)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -39,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_tags=TAGS,
+        generate_unique_id_function=operation_id,
     )
     install_problem_handlers(app, page=portal_error_page)
     app.add_middleware(
@@ -48,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Outermost, so requests the guards refuse are logged and counted too.
     app.add_middleware(logs.RequestLogMiddleware, observe=metrics.observe_request)
-    for module in (health, series, numbers, keys, audit):
+    for module in (health, series, numbers, keys, audit, problems):
         app.include_router(module.router)
     app.include_router(metrics_route.router)
     docs_pages.install(app)

@@ -25,8 +25,6 @@ from app.periods import Reset, is_valid_timezone
 MAX_BIGINT = 2**63 - 1
 SERIES_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 VARIABLE_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
-# A page of series ends at a name; the next page starts after it ("" for the first page).
-SERIES_CURSOR_PATTERN = r"^([a-z0-9][a-z0-9_.-]{0,62})?$"
 PERIOD_PATTERN = r"^(all|[0-9]{4}(-[0-9]{2}){0,2})$"
 # Text that becomes part of numbers, headers or one-line displays: no control characters.
 LINE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
@@ -266,20 +264,30 @@ class SeriesOut(BaseModel):
     )
 
 
-class SeriesPage(BaseModel):
+class Page(BaseModel):
+    """What every page of a list has besides its items."""
+
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page (the `Link` header with "
+        '`rel="next"` has its URL); null on the last page.'
+    )
+    has_more: bool = Field(description="Whether a next page follows (next_cursor is set).")
+
+
+class SeriesPage(Page):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
                 {
                     "items": [SERIES_EXAMPLE],
                     "next_cursor": None,
+                    "has_more": False,
                 }
             ]
         }
     )
 
     items: list[SeriesOut]
-    next_cursor: str | None
 
 
 class NextRequest(StrictModel):
@@ -382,7 +390,7 @@ class LedgerEntry(BaseModel):
     voided_at: datetime.datetime | None
 
 
-class LedgerPage(BaseModel):
+class LedgerPage(Page):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -401,13 +409,13 @@ class LedgerPage(BaseModel):
                         }
                     ],
                     "next_cursor": None,
+                    "has_more": False,
                 }
             ]
         }
     )
 
     items: list[LedgerEntry]
-    next_cursor: str | None
 
 
 class VoidRequest(StrictModel):

@@ -13,6 +13,12 @@ Invariants, and why they hold:
   every statement that creates or advances a counter holds the row ``FOR KEY SHARE`` and checks the
   definition's version (``app.definition``), so a counter cannot appear between the check and the
   change, nor be advanced afterwards by a request that read the old definition.
+- **A conditional change applies only to the version it was made from.** The series' ``ETag`` is
+  its version (``"v7"``). ``update`` compares an ``If-Match`` with the version read under the row's
+  ``FOR UPDATE`` lock, so no other change can commit between the comparison and the write: two
+  administrators sending the same ETag get one change and one 412, never a silent overwrite.
+- **Archiving and restoring** each bump the version, are audited and notify every process in the
+  transaction that makes them, like any change.
 """
 
 import datetime
@@ -27,6 +33,7 @@ from app.database import Connection, Executor
 from app.definition import FIELD_NAMES, Format, Series
 from app.errors import (
     FormatConflict,
+    PreconditionFailed,
     SeriesExists,
     SeriesInUse,
     SeriesNotFound,
@@ -86,6 +93,10 @@ ARCHIVE_SERIES = """
 UPDATE series SET archived_at = now(), updated_at = now(), version = version + 1
 WHERE id = $1 AND archived_at IS NULL
 """
+RESTORE_SERIES = """
+UPDATE series SET archived_at = NULL, updated_at = now(), version = version + 1
+WHERE id = $1 AND archived_at IS NOT NULL
+"""
 HAS_COUNTERS = "SELECT EXISTS (SELECT 1 FROM counters WHERE series_id = $1)"
 # A counter's last value, $2 being the series' mode: for sequence mode it lives in the PostgreSQL
 # sequence that the counter row names.
@@ -98,6 +109,27 @@ FROM counters WHERE series_id = $1 ORDER BY period, variables
 """
 HIGHEST_VALUE = f"SELECT max({LAST_VALUE}) FROM counters WHERE series_id = $1"
 NOTIFY_CHANGE = "SELECT pg_notify($1, $2)"
+
+
+def etag(series: Series) -> str:
+    """The strong entity tag of a series' definition: its version, bumped by every change."""
+    return f'"v{series.version}"'
+
+
+def check_if_match(series: Series, if_match: str | None) -> None:
+    """Refuse a change made from another version than ``series`` (RFC 9110 section 13.1.1).
+
+    ``*`` matches any series; otherwise one of the listed tags must equal the current one, by
+    strong comparison (a weak ``W/"v7"`` never matches). No header: no condition.
+    """
+    if if_match is None:
+        return
+    tags = {tag.strip() for tag in if_match.split(",")}
+    if "*" not in tags and etag(series) not in tags:
+        raise PreconditionFailed(
+            f"Series {series.name!r} is at version {etag(series)} now, not {if_match.strip()}: "
+            "it changed since it was read. Read it again and decide on the change."
+        )
 
 
 def from_row(row: asyncpg.Record) -> Series:
@@ -213,7 +245,13 @@ async def page(
 
 
 async def update(
-    conn: Connection, tenant_id: int, name: str, patch: SeriesUpdate, *, actor: str
+    conn: Connection,
+    tenant_id: int,
+    name: str,
+    patch: SeriesUpdate,
+    *,
+    actor: str,
+    if_match: str | None = None,
 ) -> Series:
     changes = patch.model_dump(exclude_unset=True)
     effective_from: datetime.date | None = changes.pop("effective_from", None)
@@ -221,6 +259,7 @@ async def update(
         changes["ledger"] = True  # becoming gapless turns the ledger on, as creating one does
     async with conn.transaction():
         current = await _locked(conn, tenant_id, name)
+        check_if_match(current, if_match)
         old = current.fields()
         try:
             merged = SeriesFields.model_validate({**old, **changes})
@@ -269,14 +308,25 @@ async def update(
 
 async def archive(conn: Connection, tenant_id: int, name: str, *, actor: str) -> None:
     """Stop issuing from a series; what it issued stays. Archiving twice changes nothing."""
+    await _set_archived(conn, tenant_id, name, ARCHIVE_SERIES, "series.archived", actor)
+
+
+async def restore(conn: Connection, tenant_id: int, name: str, *, actor: str) -> Series:
+    """Issue from an archived series again, where it stopped. Restoring a series that is not
+    archived changes nothing."""
+    return await _set_archived(conn, tenant_id, name, RESTORE_SERIES, "series.restored", actor)
+
+
+async def _set_archived(
+    conn: Connection, tenant_id: int, name: str, statement: str, action: str, actor: str
+) -> Series:
     async with conn.transaction():
         current = await _locked(conn, tenant_id, name)
-        if await conn.execute(ARCHIVE_SERIES, current.id) != "UPDATE 1":
-            return
-        await audit.record(
-            conn, tenant_id=tenant_id, actor=actor, action="series.archived", series=name
-        )
+        if await conn.execute(statement, current.id) != "UPDATE 1":
+            return current
+        await audit.record(conn, tenant_id=tenant_id, actor=actor, action=action, series=name)
         await conn.execute(NOTIFY_CHANGE, SERIES_CHANNEL, f"{tenant_id}:{name}")
+        return await _by_id(conn, current.id)
 
 
 async def _locked(conn: Connection, tenant_id: int, name: str) -> Series:

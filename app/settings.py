@@ -131,6 +131,10 @@ class Settings(BaseSettings):
         description="Signs admin portal sessions. Unset: generated and kept in data_dir. At least "
         "32 characters and 128 bits by its characters' frequencies; a weaker one is refused.",
     )
+    require_if_match: bool = Field(
+        default=False,
+        description="Refuse (428) a change of a series that sends no If-Match with its ETag.",
+    )
     secure_cookies: bool = Field(default=False, description="Mark cookies Secure (behind TLS).")
     metrics_token: str | None = Field(
         default=None,

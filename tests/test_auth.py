@@ -50,6 +50,7 @@ ROUTES = [
     Route("GET", "/series/{series}", "issue", 200),
     Route("PATCH", "/series/{series}", "admin", 200, {"description": "changed"}),
     Route("DELETE", "/series/{series}", "admin", 204),
+    Route("POST", "/series/{series}/restore", "admin", 200),
     Route("POST", "/series/{series}/next", "issue", 201, {}),
     Route("POST", "/series/{series}/batch", "issue", 201, {"count": 2}),
     Route("GET", "/series/{series}/numbers", "issue", 200),
@@ -62,8 +63,9 @@ ROUTES = [
     Route("GET", "/audit", "admin", 200, names_resource=False),
 ]
 PUBLIC_PATHS = ("/healthz", "/readyz", "/openapi.json", "/docs", "/redoc")
-# Built and tested elsewhere: the metrics endpoint and the admin portal (cookie sessions).
-ELSEWHERE = ("/metrics", "/admin")
+# Built and tested elsewhere: the metrics endpoint, the admin portal (cookie sessions) and the
+# public pages of the problem types.
+ELSEWHERE = ("/metrics", "/admin", "/problems")
 
 
 def expected_status(route: Route, caller: Caller) -> int:
@@ -192,7 +194,7 @@ async def test_a_tenant_sees_only_its_own_series_and_keys(
     assert [s["name"] for s in listed.json()["items"]] == ["mine"]
     keys = await client.get("/keys", params={"revoked": "true"}, headers=tenant.admin)
     own = {tenant.admin_key.split("_")[1], tenant.issue_key.split("_")[1]}
-    assert {k["prefix"] for k in keys.json()} == own
+    assert {k["prefix"] for k in keys.json()["items"]} == own
 
 
 async def test_same_series_name_in_two_tenants_stays_separate(

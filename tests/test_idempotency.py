@@ -302,3 +302,93 @@ async def test_same_key_on_two_processes_at_once_issues_one_number(
     if mode == "gapless":
         assert values == list(range(1, len(keys) + 1))
     assert [r["key"] for r in await pool.fetch(STORED_KEYS, tenant.id, "s")] == sorted(keys)
+
+
+# --- the key as a structured-field string, and the changes that are not issuing ------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "structured"),
+    [
+        ("8e03978e-40d5-43e8-bc93-6894a57f9324", '"8e03978e-40d5-43e8-bc93-6894a57f9324"'),
+        ('say "hi" \\ bye', '"say \\"hi\\" \\\\ bye"'),
+    ],
+    ids=["plain", "escapes"],
+)
+async def test_a_structured_field_key_and_its_raw_form_are_one_key(
+    client: httpx.AsyncClient, tenant: Tenant, raw: str, structured: str
+) -> None:
+    await create_series(client, tenant, "sf", format="S-{seq}")
+    first = await client.post("/series/sf/next", headers=keyed(tenant, structured))
+    again = await client.post("/series/sf/next", headers=keyed(tenant, raw))
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.content == first.content
+    assert again.headers[REPLAYED] == "true"
+
+
+@pytest.mark.parametrize("header", ['""', '"unterminated', '"bad \\x escape"', '"a"b"'])
+async def test_a_malformed_structured_field_key_is_a_422(
+    client: httpx.AsyncClient, tenant: Tenant, header: str
+) -> None:
+    await create_series(client, tenant, "sfbad", format="B-{seq}")
+    response = await client.post("/series/sfbad/next", headers=keyed(tenant, header))
+    assert_problem(response, 422, "invalid-request")
+
+
+def admin_keyed(tenant: Tenant, key: str) -> dict[str, str]:
+    return {**tenant.admin, "Idempotency-Key": key}
+
+
+async def test_a_void_retried_after_a_lost_answer_gets_the_first_answer(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "voids", format="V-{seq}")
+    await client.post("/series/voids/batch", json={"count": 2}, headers=tenant.issuer)
+    headers = admin_keyed(tenant, secrets.token_hex(8))
+    url = "/series/voids/numbers/V-1/void"
+    first = await client.post(url, json={"reason": "typo"}, headers=headers)
+    again = await client.post(url, json={"reason": "typo"}, headers=headers)
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.content == first.content
+    assert again.headers[REPLAYED] == "true" and REPLAYED not in first.headers
+    other_body = await client.post(url, json={"reason": "another"}, headers=headers)
+    assert_problem(other_body, 422, "idempotency-key-reused")
+    other_number = await client.post(
+        "/series/voids/numbers/V-2/void", json={"reason": "typo"}, headers=headers
+    )
+    assert_problem(other_number, 422, "idempotency-key-reused")
+    without_key = await client.post(url, json={"reason": "typo"}, headers=tenant.admin)
+    assert_problem(without_key, 409, "already-voided")
+
+
+async def test_a_series_creation_retried_gets_the_first_answer(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    key = secrets.token_hex(8)
+    headers = admin_keyed(tenant, key)
+    body = {"name": "made-once", "format": "M-{seq}"}
+    first = await client.post("/series", json=body, headers=headers)
+    again = await client.post("/series", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.content == first.content
+    assert again.headers[REPLAYED] == "true"
+    assert again.headers["location"] == first.headers["location"] == "/series/made-once"
+    changed = await client.post("/series", json={**body, "format": "N-{seq}"}, headers=headers)
+    assert_problem(changed, 422, "idempotency-key-reused")
+    assert_problem(
+        await client.post("/series", json=body, headers=tenant.admin), 409, "series-exists"
+    )
+
+
+async def test_a_key_creation_retried_gets_the_same_key_once(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    headers = admin_keyed(tenant, secrets.token_hex(8))
+    first = await client.post("/keys", json={"name": "erp"}, headers=headers)
+    again = await client.post("/keys", json={"name": "erp"}, headers=headers)
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.content == first.content and again.headers[REPLAYED] == "true"
+    listed = await client.get("/keys", headers=tenant.admin)
+    assert [k["name"] for k in listed.json()["items"]].count("erp") == 1
+    changed = await client.post("/keys", json={"name": "erp", "scope": "admin"}, headers=headers)
+    assert_problem(changed, 422, "idempotency-key-reused")

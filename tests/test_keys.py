@@ -57,7 +57,7 @@ async def test_a_new_key_is_shown_once_and_stored_only_as_a_hash(
 
     listed = await client.get("/keys", headers=tenant.admin)
     assert key not in listed.text and match.group(2) not in listed.text
-    entry = next(k for k in listed.json() if k["prefix"] == match.group(1))
+    entry = next(k for k in listed.json()["items"] if k["prefix"] == match.group(1))
     assert set(entry) == {"prefix", "scope", "name", "created_at", "last_used_at", "revoked_at"}
     assert (entry["scope"], entry["name"]) == ("issue", "billing")
 
@@ -89,10 +89,12 @@ async def test_last_used_at_records_use(client: httpx.AsyncClient, tenant: Tenan
     made = await client.post("/keys", json={}, headers=tenant.admin)
     before = await client.get("/keys", headers=tenant.admin)
     prefix = made.json()["prefix"]
-    assert next(k for k in before.json() if k["prefix"] == prefix)["last_used_at"] is None
+    assert next(k for k in before.json()["items"] if k["prefix"] == prefix)["last_used_at"] is None
     await client.get("/series", headers=bearer(made.json()["key"]))
     after = await client.get("/keys", headers=tenant.admin)
-    assert next(k for k in after.json() if k["prefix"] == prefix)["last_used_at"] is not None
+    assert (
+        next(k for k in after.json()["items"] if k["prefix"] == prefix)["last_used_at"] is not None
+    )
 
 
 async def test_revoking_through_the_api_stops_the_key_at_once_on_this_process(
@@ -108,9 +110,9 @@ async def test_revoking_through_the_api_stops_the_key_at_once_on_this_process(
     assert_problem(await client.get("/keys", headers=bearer(key)), 401, "unauthorized")
 
     active = await client.get("/keys", headers=tenant.admin)
-    assert prefix not in {k["prefix"] for k in active.json()}
+    assert prefix not in {k["prefix"] for k in active.json()["items"]}
     everything = await client.get("/keys", params={"revoked": "true"}, headers=tenant.admin)
-    listed = next(k for k in everything.json() if k["prefix"] == prefix)
+    listed = next(k for k in everything.json()["items"] if k["prefix"] == prefix)
     assert listed["revoked_at"] == revoked.json()["revoked_at"]
 
 
@@ -198,7 +200,7 @@ async def test_cli_creates_a_key_printing_only_the_key_on_stdout(
 
     response = await client.get("/keys", headers=bearer(lines[0]))
     assert response.status_code == 200, response.text
-    assert [(k["prefix"], k["scope"], k["name"]) for k in response.json()] == [
+    assert [(k["prefix"], k["scope"], k["name"]) for k in response.json()["items"]] == [
         (match.group(1), "admin", "ci")
     ]
 

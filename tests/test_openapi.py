@@ -9,7 +9,7 @@ import pytest
 from app.errors import PROBLEM_JSON, ProblemDetail
 from tests.test_auth import ROUTES
 
-PUBLIC = {"/healthz", "/readyz", "/metrics"}
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/problems/{slug}"}
 PROBLEM_REF = {"$ref": "#/components/schemas/ProblemDetail"}
 
 
@@ -103,12 +103,87 @@ async def test_operations_document_the_problems_of_their_inputs(
             assert "404" in statuses, (method, path)
 
 
+IDEMPOTENT = {
+    "/series/{name}/next": "201",
+    "/series/{name}/batch": "201",
+    "/series/{name}/numbers/{number}/void": "200",
+    "/series": "201",
+    "/keys": "201",
+}
+
+
 async def test_idempotent_operations_document_the_replay_header(
     document: dict[str, Any],
 ) -> None:
-    for path in ("/series/{name}/next", "/series/{name}/batch"):
+    for path, success in IDEMPOTENT.items():
         operation = document["paths"][path]["post"]
         names = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
-        assert "Idempotency-Key" in names
-        assert "Idempotent-Replayed" in operation["responses"]["201"]["headers"]
-        assert "idempotency-key-reused" in operation["responses"]["422"]["description"]
+        assert "Idempotency-Key" in names, path
+        assert "Idempotent-Replayed" in operation["responses"][success]["headers"], path
+        assert "idempotency-key-reused" in operation["responses"]["422"]["description"], path
+
+
+# Generated clients name their methods after these: changing one breaks their callers.
+OPERATION_IDS = {
+    ("GET", "/healthz"): "getHealth",
+    ("GET", "/readyz"): "getReadiness",
+    ("GET", "/metrics"): "getMetrics",
+    ("GET", "/problems/{slug}"): "getProblemType",
+    ("POST", "/series"): "createSeries",
+    ("GET", "/series"): "listSeries",
+    ("GET", "/series/{name}"): "getSeries",
+    ("PATCH", "/series/{name}"): "updateSeries",
+    ("DELETE", "/series/{name}"): "archiveSeries",
+    ("POST", "/series/{name}/restore"): "restoreSeries",
+    ("POST", "/series/{name}/next"): "nextNumber",
+    ("POST", "/series/{name}/batch"): "issueBatch",
+    ("GET", "/series/{name}/numbers"): "listNumbers",
+    ("GET", "/series/{name}/numbers/{number}"): "getNumber",
+    ("POST", "/series/{name}/numbers/{number}/void"): "voidNumber",
+    ("GET", "/series/{name}/gaps"): "findGaps",
+    ("GET", "/keys"): "listKeys",
+    ("POST", "/keys"): "createKey",
+    ("DELETE", "/keys/{prefix}"): "revokeKey",
+    ("GET", "/audit"): "listAuditEntries",
+}
+
+
+async def test_every_operation_has_its_stable_operation_id(document: dict[str, Any]) -> None:
+    assert {(m, p): op["operationId"] for m, p, op in operations(document)} == OPERATION_IDS
+
+
+async def test_every_tag_is_described(document: dict[str, Any]) -> None:
+    described = {tag["name"]: tag.get("description") for tag in document["tags"]}
+    used = {tag for _, _, operation in operations(document) for tag in operation["tags"]}
+    assert used == set(described)
+    assert all(described.values()), described
+
+
+def success_headers(document: dict[str, Any], method: str, path: str) -> set[str]:
+    operation = document["paths"][path][method.lower()]
+    success = next(status for status in operation["responses"] if status.startswith("2"))
+    return set(operation["responses"][success].get("headers", {}))
+
+
+async def test_the_headers_of_successful_answers_are_documented(document: dict[str, Any]) -> None:
+    for path in ("/series", "/keys", "/series/{name}/next", "/series/{name}/batch"):
+        assert "Location" in success_headers(document, "POST", path), path
+    for method, path in (
+        ("POST", "/series"),
+        ("GET", "/series/{name}"),
+        ("PATCH", "/series/{name}"),
+        ("POST", "/series/{name}/restore"),
+    ):
+        assert "ETag" in success_headers(document, method, path), (method, path)
+    for path in ("/series", "/series/{name}/numbers", "/audit", "/keys"):
+        assert "Link" in success_headers(document, "GET", path), path
+    assert "Vary" in success_headers(document, "GET", "/series/{name}/numbers")
+
+
+async def test_conditional_changes_document_if_match_and_its_problems(
+    document: dict[str, Any],
+) -> None:
+    operation = document["paths"]["/series/{name}"]["patch"]
+    assert "If-Match" in {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+    assert "precondition-failed" in operation["responses"]["412"]["description"]
+    assert "precondition-required" in operation["responses"]["428"]["description"]

@@ -14,7 +14,7 @@ router = APIRouter(tags=["health"])
     summary="The process is up",
     responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}},
 )
-async def healthz() -> dict[str, str]:
+async def get_health() -> dict[str, str]:
     return {"status": "ok"}
 
 
@@ -26,7 +26,7 @@ async def healthz() -> dict[str, str]:
         **problem_responses(Unavailable),
     },
 )
-async def readyz(services: ServicesDep) -> dict[str, str]:
+async def get_readiness(services: ServicesDep) -> dict[str, str]:
     try:
         async with services.pool.acquire(timeout=2) as conn:
             missing = await pending(conn, load_migrations())

@@ -69,7 +69,7 @@ def per_series(request: Request, token: str | None) -> bool:
         **problem_responses(Unauthorized),
     },
 )
-async def metrics(request: Request, services: ServicesDep) -> Response:
+async def get_metrics(request: Request, services: ServicesDep) -> Response:
     authorised = per_series(request, services.settings.metrics_token)
     body, content_type = render(
         services.pool, request.headers.get("accept", ""), per_series=authorised

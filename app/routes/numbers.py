@@ -4,29 +4,39 @@ A number is addressed in the path with the ``number`` convertor (see ``app.deps`
 that contain ``/`` are reachable, percent-encoded or not. The lookup route matches every path
 under ``/series/{name}/numbers/`` on GET, so it is declared last: a GET route added there later
 must come before it.
+
+A ``201`` names what it issued in ``Location``: the lookup URL of the number (of the first one, for
+a batch), when the series keeps the ledger that serves it; replays carry it too.
 """
 
 import json
-from typing import Annotated
+from typing import Annotated, Literal
+from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 
 from app import exports, ledger
+from app.database import Connection
 from app.definition import CounterKey, Series
 from app.deps import (
+    IDEMPOTENCY_PROBLEMS,
     JSON_BODY_PROBLEMS,
     AdminDep,
+    CursorQuery,
+    IdempotencyKeyHeader,
     NumberParam,
     PrincipalDep,
     SeriesNameParam,
     ServicesDep,
     admin_problems,
+    json_answer,
     key_problems,
+    link_next,
+    once_per_key,
+    success_headers,
 )
 from app.errors import (
     AlreadyVoided,
-    IdempotencyKeyInFlight,
-    IdempotencyKeyReused,
     LedgerDisabled,
     NotGapless,
     NumberCollision,
@@ -36,9 +46,10 @@ from app.errors import (
     SeriesNotFound,
     TooManyExports,
 )
-from app.idempotency import KEY_PATTERN, REPLAYED_HEADER, REPLAYED_RESPONSE, request_hash
+from app.idempotency import REPLAYED_HEADER, claim_of
 from app.issued import Claim, Issued
 from app.issuing import Answer, check_count
+from app.negotiation import negotiate
 from app.schemas import (
     COUNTER_VARIABLES_PATTERN,
     PERIOD_PATTERN,
@@ -56,15 +67,6 @@ from app.services import Services
 
 router = APIRouter(prefix="/series/{name}", tags=["numbers"])
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        pattern=KEY_PATTERN,
-        description="1 to 255 printable ASCII characters. Retry with the same key to get the "
-        "same answer, never a second number.",
-    ),
-]
 ISSUE_RESPONSES = {
     **key_problems(
         *JSON_BODY_PROBLEMS,
@@ -72,10 +74,9 @@ ISSUE_RESPONSES = {
         SeriesArchived,
         SeriesExhausted,
         NumberCollision,
-        IdempotencyKeyInFlight,
-        IdempotencyKeyReused,
+        *IDEMPOTENCY_PROBLEMS,
     ),
-    **REPLAYED_RESPONSE,
+    **success_headers(201, "Location", REPLAYED_HEADER),
 }
 LEDGER_RESPONSES = key_problems(SeriesNotFound, LedgerDisabled)
 
@@ -92,12 +93,31 @@ def _claim(key: str | None, endpoint: str, body: NextRequest) -> Claim | None:
     """The request's fingerprint is computed only when a key asks for it."""
     if key is None:
         return None
-    return Claim(key, request_hash(endpoint, body.model_dump(mode="json")))
+    return claim_of(key, endpoint, body.model_dump(mode="json"))
 
 
-def _answer(answer: Answer) -> Response:
-    headers = {REPLAYED_HEADER: "true"} if answer.replayed else None
-    return Response(answer.body, answer.status, headers, media_type="application/json")
+def number_url(series: str, number: str) -> str:
+    """The lookup URL of a number, percent-encoded whatever characters it has."""
+    return f"/series/{series}/numbers/{quote(number, safe='')}"
+
+
+def _location(series: Series, answer: Answer) -> dict[str, str]:
+    """The Location of an issuing answer: its (first) number's lookup URL, if the series keeps a
+    ledger to look it up in. A replay has only the stored body to read the number from."""
+    if not series.ledger:
+        return {}
+    if answer.issued is not None:
+        number = answer.issued.numbers[0]
+    else:
+        stored = json.loads(answer.body)
+        number = stored["number"] if "number" in stored else stored["numbers"][0]
+    return {"Location": number_url(series.name, number)}
+
+
+def _answer(answer: Answer, series: Series) -> Response:
+    return json_answer(
+        answer.status, answer.body, replayed=answer.replayed, headers=_location(series, answer)
+    )
 
 
 def _one(issued: Issued) -> bytes:
@@ -138,7 +158,7 @@ async def next_number(
     name: SeriesNameParam,
     principal: PrincipalDep,
     services: ServicesDep,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: IdempotencyKeyHeader = None,
     body: Annotated[NextRequest | None, Body()] = None,
 ) -> Response:
     body = body or NextRequest()
@@ -151,7 +171,7 @@ async def next_number(
         claim=_claim(idempotency_key, "next", body),
         respond=_one,
     )
-    return _answer(answer)
+    return _answer(answer, series)
 
 
 @router.post(
@@ -161,12 +181,12 @@ async def next_number(
     summary="Issue many numbers at once",
     responses=ISSUE_RESPONSES,
 )
-async def batch(
+async def issue_batch(
     name: SeriesNameParam,
     body: BatchRequest,
     principal: PrincipalDep,
     services: ServicesDep,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     check_count(body.count, services.settings.max_batch)
     series = await services.catalog.get(principal.tenant_id, name)
@@ -178,12 +198,12 @@ async def batch(
         claim=_claim(idempotency_key, "batch", body),
         respond=_many,
     )
-    return _answer(answer)
+    return _answer(answer, series)
 
 
 CSV_EXAMPLE = (
     "period,variables,value,number,date,status,issued_at,void_reason,voided_at\r\n"
-    "2026,,123,INV-2026-000123,2026-03-31,issued,2026-03-31 14:05:09.123456+00:00,,\r\n"
+    "2026,,123,INV-2026-000123,2026-03-31,issued,2026-03-31T14:05:09.123456+00:00,,\r\n"
 )
 
 Period = Annotated[str | None, Query(pattern=PERIOD_PATTERN, examples=["2026"])]
@@ -199,29 +219,44 @@ CounterVariablesQuery = Annotated[
 ]
 
 
+JSON = "application/json"
+CSV = "text/csv"
+LEDGER_LIST_RESPONSES = {
+    **success_headers(200, "Link", "Vary"),
+    **key_problems(SeriesNotFound, LedgerDisabled, TooManyExports),
+}
+LEDGER_LIST_RESPONSES[200]["content"] = {CSV: {"example": CSV_EXAMPLE}}
+
+
 @router.get(
     "/numbers",
     response_model=LedgerPage,
-    summary="The ledger of issued numbers (as CSV with 'Accept: text/csv')",
-    responses={
-        200: {"content": {"text/csv": {"example": CSV_EXAMPLE}}},
-        **key_problems(SeriesNotFound, LedgerDisabled, TooManyExports),
-    },
+    summary="The ledger of issued numbers, as JSON pages or one CSV",
+    description="CSV when `format=csv`, or when the `Accept` header prefers `text/csv` to "
+    "`application/json` (q-values count: `application/json, text/csv;q=0.1` gets JSON). A CSV "
+    "holds the whole ledger (with the filters), not a page; its timestamps are ISO 8601.",
+    responses=LEDGER_LIST_RESPONSES,
 )
-async def numbers(
+async def list_numbers(
     name: SeriesNameParam,
     request: Request,
+    response: Response,
     principal: PrincipalDep,
     services: ServicesDep,
     period: Period = None,
     variables: CounterVariablesQuery = None,
     status: NumberStatus | None = None,
-    cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_-]*$")] = None,
+    cursor: CursorQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    format: Annotated[
+        Literal["json", "csv"] | None,
+        Query(description="For tools that cannot set `Accept`: wins over the header."),
+    ] = None,
 ) -> LedgerPage | Response:
     series = await _with_ledger(services, principal.tenant_id, name)
-    if "text/csv" in request.headers.get("accept", ""):
-        return await exports.csv_response(
+    wanted = {"json": JSON, "csv": CSV}[format] if format else None
+    if (wanted or negotiate(request.headers.get("accept"), (JSON, CSV))) == CSV:
+        csv = await exports.csv_response(
             services.pool,
             services.exports,
             series,
@@ -230,6 +265,9 @@ async def numbers(
             status=status,
             filename=f"{name}-ledger.csv",
         )
+        csv.headers["Vary"] = "Accept"
+        return csv
+    response.headers["Vary"] = "Accept"
     items, next_cursor = await ledger.page(
         services.pool,
         series,
@@ -239,7 +277,8 @@ async def numbers(
         cursor=cursor,
         limit=limit,
     )
-    return LedgerPage(items=items, next_cursor=next_cursor)
+    link_next(request, response, next_cursor)
+    return LedgerPage(items=items, next_cursor=next_cursor, has_more=next_cursor is not None)
 
 
 @router.post(
@@ -247,9 +286,18 @@ async def numbers(
     summary="Void a gapless number, keeping it in the ledger",
     description="Everything between `/numbers/` and the final `/void` is the number, so "
     "`…/numbers/N1/void/void` voids the number `N1/void`.",
-    responses=admin_problems(
-        *JSON_BODY_PROBLEMS, SeriesNotFound, NumberNotFound, AlreadyVoided, NotGapless
-    ),
+    response_model=LedgerEntry,
+    responses={
+        **success_headers(200, REPLAYED_HEADER),
+        **admin_problems(
+            *JSON_BODY_PROBLEMS,
+            SeriesNotFound,
+            NumberNotFound,
+            AlreadyVoided,
+            NotGapless,
+            *IDEMPOTENCY_PROBLEMS,
+        ),
+    },
 )
 async def void_number(
     name: SeriesNameParam,
@@ -257,16 +305,26 @@ async def void_number(
     body: VoidRequest,
     admin: AdminDep,
     services: ServicesDep,
-) -> LedgerEntry:
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """With an Idempotency-Key, a retry gets the first answer instead of 409 already-voided."""
     series = await services.catalog.get(admin.tenant_id, name)
-    async with services.pool.acquire() as conn:
-        return await ledger.void(conn, series, number, body.reason, actor=admin.actor)
+
+    async def void(conn: Connection) -> tuple[int, bytes]:
+        voided = await ledger.void(conn, series, number, body.reason, actor=admin.actor)
+        return 200, voided.model_dump_json().encode()
+
+    request = {"number": number, **body.model_dump(mode="json")}
+    status, content, replayed = await once_per_key(
+        services, series, idempotency_key, "voidNumber", request, void
+    )
+    return json_answer(status, content, replayed=replayed)
 
 
 @router.get(
     "/gaps", summary="Values missing from the ledger of one counter", responses=LEDGER_RESPONSES
 )
-async def gaps(
+async def find_gaps(
     name: SeriesNameParam,
     principal: PrincipalDep,
     services: ServicesDep,
@@ -286,7 +344,7 @@ async def gaps(
     "the number `N1/void`.",
     responses=key_problems(SeriesNotFound, NumberNotFound, LedgerDisabled),
 )
-async def lookup_number(
+async def get_number(
     name: SeriesNameParam, number: NumberParam, principal: PrincipalDep, services: ServicesDep
 ) -> LedgerEntry:
     series = await _with_ledger(services, principal.tenant_id, name)

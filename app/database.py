@@ -1,16 +1,38 @@
-"""Where PostgreSQL comes from, and the pool every request shares."""
+"""Where PostgreSQL comes from, and the pool every request shares.
 
+Deadlines, so that a database that stops answering (a vanished host, a partition, a frozen
+server) costs a request a bounded time and never hangs it:
+
+- opening a connection gives up after ``connect_timeout_ms``;
+- waiting for a free connection gives up after ``pool_timeout_ms``;
+- holding one (a statement, or a whole transaction with its lock waits) ends after
+  ``database_timeout_ms``: the connection is then terminated, which fails whatever runs on it at
+  once, so cleanup (rollback, release) never waits for a server that does not answer;
+- every connection's socket sends TCP keepalives and gives up on unacknowledged data, so even an
+  idle connection (the series-change listener) notices a peer that went silent.
+
+A request that needs the database therefore gets its answer, or a 503, within
+``pool_timeout_ms + database_timeout_ms`` of asking for a connection.
+
+Failover: a connection whose server turned out not to accept writes (a read-only error, a server
+shutting down) is terminated rather than given back, so the pool's next connection goes through
+the URL again; with several hosts and ``target_session_attrs=read-write`` that is the writable one.
+"""
+
+import asyncio
 import logging
+import socket
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolAcquireContext
 
 from app.settings import Settings
 
 if TYPE_CHECKING:
-    from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
+    from asyncpg.pool import PoolConnectionProxy
 
 # What query code accepts: a bare connection or one borrowed from the pool.
 Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
@@ -19,7 +41,49 @@ Executor: TypeAlias = "Connection | asyncpg.Pool[Any]"
 
 logger = logging.getLogger("docnum.database")
 
-CONNECT_TIMEOUT_SECONDS = 1.5
+DEFAULT_KEEPALIVE_SECONDS = 10
+# Errors after which a connection must not be used again: its server accepts no writes (a
+# standby, or a primary demoted or shutting down) or has gone. Dropping it makes the pool reconnect.
+SERVER_UNFIT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.PostgresConnectionError,
+)
+
+
+def keep_alive(sock: socket.socket, seconds: int) -> None:
+    """TCP keepalive probes after ``seconds`` idle, and a bound on unacknowledged data: a peer
+    that stops answering is dropped after about ``2 * seconds`` whether the connection is idle
+    or waiting for an answer."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, seconds)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, seconds // 3))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 2 * seconds * 1000)
+
+
+class KeepaliveConnection(asyncpg.Connection):
+    """A connection whose socket gets :func:`keep_alive` as soon as it is made.
+
+    asyncpg sets no keepalives and takes none from the URL; its transport is only handed to the
+    connection class, so this is where the socket can be reached.
+    """
+
+    keepalive_seconds = DEFAULT_KEEPALIVE_SECONDS
+
+    def __init__(self, protocol: Any, transport: asyncio.Transport, *args: Any) -> None:
+        super().__init__(protocol, transport, *args)
+        keep_alive(transport.get_extra_info("socket"), self.keepalive_seconds)
+
+
+def connection_class(settings: Settings) -> type[KeepaliveConnection]:
+    return type(
+        "DocnumConnection",
+        (KeepaliveConnection,),
+        {"keepalive_seconds": settings.tcp_keepalive_seconds},
+    )
 
 
 def start_embedded(data_dir: Path) -> str:
@@ -45,35 +109,99 @@ def database_url(settings: Settings) -> str:
     return settings.database_url or start_embedded(settings.data_dir)
 
 
+class _HeldWithin(PoolAcquireContext):
+    """Acquires a connection and terminates it if it is still held after ``hold`` seconds, or
+    if the work on it failed in a way that makes it unfit (:data:`SERVER_UNFIT_ERRORS`)."""
+
+    __slots__ = ("hold", "timer")
+
+    def __init__(self, pool: asyncpg.Pool, timeout: float | None, hold: float | None) -> None:
+        super().__init__(pool, timeout)
+        self.hold = hold
+        self.timer: asyncio.TimerHandle | None = None
+
+    async def __aenter__(self) -> "PoolConnectionProxy[Any]":
+        conn: PoolConnectionProxy[Any] = await super().__aenter__()
+        if self.hold is not None:
+            self.timer = asyncio.get_running_loop().call_later(self.hold, _expire, conn, self.hold)
+        return conn
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        conn, error = self.connection, exc[1] if exc else None
+        if isinstance(error, SERVER_UNFIT_ERRORS) and conn is not None and not conn.is_closed():
+            logger.warning("dropping a database connection after %r", error)
+            conn.terminate()
+        await super().__aexit__(*exc)
+
+
+def _expire(conn: "PoolConnectionProxy[Any]", hold: float) -> None:
+    if not conn.is_closed():
+        logger.warning("the database did not answer within %.1f s; dropping the connection", hold)
+        conn.terminate()
+
+
 class BoundedPool(asyncpg.Pool):
-    """A pool whose every acquire gives up after ``acquire_timeout`` seconds.
+    """A pool whose every acquire gives up after ``acquire_timeout`` seconds, and whose every
+    connection is held at most ``hold_timeout`` seconds.
 
     When every connection is busy (a long-held lock, a slow database), a request fails with
     ``TimeoutError``, answered as 503 with ``Retry-After``, instead of queueing for as long as the
-    others take: the backlog in front of the database stays bounded.
+    others take: the backlog in front of the database stays bounded. When the database stops
+    answering, the connection is terminated at the hold deadline: what runs on it fails with a
+    connection error (503) instead of waiting for the kernel's TCP timeout.
     """
 
-    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, acquire_timeout: float, hold_timeout: float, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._acquire_timeout = acquire_timeout
+        self._hold_timeout = hold_timeout
 
-    def acquire(self, *, timeout: float | None = None) -> "PoolAcquireContext[Any]":
-        return super().acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+    @property
+    def round_trip_limit(self) -> float:
+        """The longest a request waits for one piece of database work: a connection, then its
+        use."""
+        return self._acquire_timeout + self._hold_timeout
+
+    def acquire(
+        self, *, timeout: float | None = None, bounded: bool = True
+    ) -> "PoolAcquireContext[Any]":
+        """``bounded=False`` lifts the hold deadline, for work that may rightly take long
+        (migrations waiting for another process, a ledger export streamed to a slow reader)."""
+        return _HeldWithin(
+            self,
+            self._acquire_timeout if timeout is None else timeout,
+            self._hold_timeout if bounded else None,
+        )
 
 
-async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
+def acquire_unbounded(pool: asyncpg.Pool) -> "PoolAcquireContext[Any]":
+    """A connection without the hold deadline (see :meth:`BoundedPool.acquire`)."""
+    return pool.acquire(bounded=False) if isinstance(pool, BoundedPool) else pool.acquire()
+
+
+def round_trip_limit(pool: asyncpg.Pool) -> float | None:
+    """How long a request may wait for work done on its behalf on ``pool`` (None: no limit)."""
+    return pool.round_trip_limit if isinstance(pool, BoundedPool) else None
+
+
+async def create_pool(url: str, settings: Settings) -> BoundedPool:
     """A pool whose connections carry timeouts, so a stuck lock cannot pile up requests."""
     pool = BoundedPool(
         url,
         acquire_timeout=settings.pool_timeout_ms / 1000,
+        hold_timeout=settings.database_timeout_ms / 1000,
         min_size=min(settings.pool_min_size, settings.pool_max_size),
         max_size=settings.pool_max_size,
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
         loop=None,
-        connection_class=asyncpg.Connection,
+        connection_class=connection_class(settings),
         record_class=asyncpg.Record,
-        timeout=CONNECT_TIMEOUT_SECONDS,
+        timeout=settings.connect_timeout_ms / 1000,
         server_settings={
             "application_name": "docnum",
             "lock_timeout": f"{settings.lock_timeout_ms}ms",

@@ -321,7 +321,14 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.QueryCanceledError,
     asyncpg.OperatorInterventionError,
     asyncpg.InsufficientResourcesError,
+    # A failover under way: the server reached is a standby, or was demoted, or no host named
+    # in the URL accepts writes yet.
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.TargetServerAttributeNotMatched,
 )
+
+
+READ_ONLY_ERRORS = (asyncpg.ReadOnlySQLTransactionError, asyncpg.TargetServerAttributeNotMatched)
 
 
 def _connection_lost(exc: BaseException) -> bool:
@@ -371,6 +378,8 @@ def install_problem_handlers(app: FastAPI) -> None:
             detail = "The counter is locked by another transaction for too long; retry."
         elif isinstance(exc, TimeoutError):
             detail = "No database connection became free in time; retry."
+        elif isinstance(exc, READ_ONLY_ERRORS):
+            detail = "The database accepts no writes right now (a failover?); retry."
         else:
             detail = "The database is not reachable right now; retry."
         return problem_response(Unavailable(detail), request.url.path)

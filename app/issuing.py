@@ -15,7 +15,7 @@ import asyncpg
 from app import idempotency, metrics
 from app.blocks import BlockIssuer
 from app.coalesce import Coalescer
-from app.database import Connection
+from app.database import Connection, round_trip_limit
 from app.errors import (
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
@@ -66,7 +66,7 @@ class Issuer:
         self.gapless = GaplessIssuer(pool, idempotency_ttl_seconds)
         self.blocks = BlockIssuer(pool)
         self.sequences = SequenceIssuer()
-        self._sequence_groups = Coalescer()
+        self._sequence_groups = Coalescer(round_trip_limit(pool))
 
     def request(
         self,

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from app import audit
-from app.database import Connection, Executor
+from app.database import Connection, Executor, acquire_unbounded
 from app.errors import (
     AlreadyVoided,
     InvalidRequest,
@@ -175,7 +175,7 @@ async def csv_chunks(
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
-    async with pool.acquire() as conn:
+    async with acquire_unbounded(pool) as conn:  # as long as the reader takes
         async for row in stream(conn, series, period=period, status=status):
             writer.writerow([row[c] for c in CSV_COLUMNS])
             if buffer.tell() > 65_536:

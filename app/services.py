@@ -36,7 +36,7 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
     url = database_url(settings)
     pool = await create_pool(url, settings)
     try:
-        async with pool.acquire() as conn:
+        async with pool.acquire(bounded=False) as conn:  # may wait for another process
             applied = await migrate(conn)
         if applied:
             logger.info("applied migrations: %s", ", ".join(applied))
@@ -48,6 +48,7 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             auth=Authenticator(pool, settings.auth_cache_seconds),
         )
         await services.catalog.start()
+        services.auth.start()
         pruner = asyncio.create_task(_prune_forever(pool, settings.idempotency_ttl_seconds))
         # What start-up built lives as long as the process: keep the collector from rescanning it.
         gc.collect()
@@ -56,6 +57,7 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             yield services
         finally:
             pruner.cancel()
+            await services.auth.close()
             await services.issuer.close()
             await services.catalog.stop()
     finally:

@@ -123,22 +123,28 @@ class _HeldWithin(PoolAcquireContext):
     async def __aenter__(self) -> "PoolConnectionProxy[Any]":
         conn: PoolConnectionProxy[Any] = await super().__aenter__()
         if self.hold is not None:
-            self.timer = asyncio.get_running_loop().call_later(self.hold, _expire, conn, self.hold)
+            self.timer = asyncio.get_running_loop().call_later(self.hold, self._expire)
         return conn
 
     async def __aexit__(self, *exc: object) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        conn, error = self.connection, exc[1] if exc else None
-        if isinstance(error, SERVER_UNFIT_ERRORS) and conn is not None and not conn.is_closed():
-            logger.warning("dropping a database connection after %r", error)
-            conn.terminate()
+        error = exc[1] if exc else None
+        if isinstance(error, SERVER_UNFIT_ERRORS):
+            self._drop(f"after {error!r}")
         await super().__aexit__(*exc)
 
+    def _expire(self) -> None:
+        self._drop(f"the database did not answer within {self.hold} s")
 
-def _expire(conn: "PoolConnectionProxy[Any]", hold: float) -> None:
-    if not conn.is_closed():
-        logger.warning("the database did not answer within %.1f s; dropping the connection", hold)
+    def _drop(self, why: str) -> None:
+        conn = self.connection
+        try:
+            if conn is None or conn.is_closed():
+                return
+        except asyncpg.InterfaceError:  # the pool took it back already: it closed by itself
+            return
+        logger.warning("dropping a database connection: %s", why)
         conn.terminate()
 
 

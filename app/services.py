@@ -24,6 +24,7 @@ PRUNE_EVERY_SECONDS = 300.0
 # that follow the requests in flight (see shutdown_grace_seconds).
 GIVE_BACK_SECONDS = 0.5
 CLOSE_SECONDS = 0.2
+STOP_SECONDS = GIVE_BACK_SECONDS + CLOSE_SECONDS
 
 
 @dataclass

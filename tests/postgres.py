@@ -125,11 +125,6 @@ class ServerPair:
         finally:
             await conn.close()
 
-    def fail_over(self) -> None:
-        """The primary dies (no checkpoint, no goodbye to its clients); the standby takes over."""
-        self.primary.stop("immediate")
-        self.standby.promote()
-
 
 def server_directory() -> Path:
     directory = Path(tempfile.mkdtemp(prefix="docnum-pg-"))

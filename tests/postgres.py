@@ -103,6 +103,7 @@ class ServerPair:
 
     ``url`` names both, primary first, and asks for the writable one, as a client configured for
     failover would: after the primary stops and the standby is promoted, it reaches the standby.
+    ``any_url`` does not ask, so it reaches the standby while that still replays the primary's WAL.
     """
 
     primary: OwnPostgres
@@ -110,8 +111,13 @@ class ServerPair:
 
     @property
     def url(self) -> str:
+        return f"{self.any_url}&target_session_attrs=read-write"
+
+    @property
+    def any_url(self) -> str:
+        """Both servers, taking whichever answers first: a standby too, while it is one."""
         hosts = f"{self.primary.socket_dir},{self.standby.socket_dir}"
-        return f"postgresql://postgres@/postgres?host={hosts}&target_session_attrs=read-write"
+        return f"postgresql://postgres@/postgres?host={hosts}"
 
     async def synchronous(self) -> None:
         """Make every commit on the primary wait until the standby has it, and wait for that."""

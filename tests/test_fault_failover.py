@@ -1,8 +1,10 @@
 """The primary dies under load and its synchronous standby is promoted: two ``docnum serve``
-processes, configured with a URL naming both servers (``target_session_attrs=read-write``),
-follow to the promoted server without a restart. No number reaches two keys, every key gets its
-number, and a gapless series has no hole: whatever a client was answered had reached the standby
-before the answer (synchronous commit), so the promoted server never issues it again."""
+processes with a URL naming both servers follow to the promoted server without a restart. One
+asks for the writable server (``target_session_attrs=read-write``); the other does not, so until
+the promotion it reaches a standby that refuses writes: both answer 503 meanwhile, never 500, and
+neither says it is ready. No number reaches two keys, every key gets its number, and a gapless
+series has no hole: whatever a client was answered had reached the standby before the answer
+(synchronous commit), so the promoted server never issues it again."""
 
 import asyncio
 from pathlib import Path
@@ -15,6 +17,7 @@ from tests.postgres import ServerPair
 from tests.support import (
     SMALL_POOL,
     Load,
+    assert_problem,
     eventually,
     guarantee_violations,
     series_per_mode,
@@ -41,9 +44,11 @@ async def test_a_promoted_standby_is_followed_under_load_without_duplicates_or_h
 ) -> None:
     await server_pair.synchronous()
     async with (
-        services_side_by_side(server_pair.url, service_dir, 2, env=FAST) as running,
+        services_side_by_side(server_pair.url, service_dir, 1, env=FAST) as (writable,),
+        services_side_by_side(server_pair.any_url, service_dir, 1, env=FAST) as (any_server,),
         httpx.AsyncClient(timeout=10) as http,
     ):
+        running = [writable, any_server]
         tenant = await tenant_on(server_pair.primary.url)
         async with httpx.AsyncClient(base_url=running[0].url, timeout=10) as admin:
             targets = await series_per_mode(admin, tenant, block_size=10)
@@ -59,6 +64,8 @@ async def test_a_promoted_standby_is_followed_under_load_without_duplicates_or_h
                 lambda: sum(load.retried.values()) >= retried + UNAVAILABLE_ANSWERS,
                 "clients are told to retry while no server accepts writes",
             )
+            for service in running:
+                assert_problem(await http.get(f"{service.url}/readyz"), 503, "unavailable")
             await asyncio.to_thread(server_pair.standby.promote)
             promoted_at = len(load.answered)
             await eventually(

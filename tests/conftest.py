@@ -10,7 +10,7 @@ import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -126,6 +126,17 @@ async def tenant_on(url: str) -> Tenant:
         return await make_tenant(pool)
     finally:
         await pool.close()
+
+
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Tenant]]:
+    """A client of an app of its own, built from ``settings``, and a tenant made through it."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        tenant = await make_tenant(application.state.services.pool)
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://docnum.test") as client:
+            yield client, tenant
 
 
 @pytest.fixture

@@ -366,6 +366,48 @@ async def eventually(check: Callable[[], bool], what: str, within: float = 20.0)
         await asyncio.sleep(0.02)
 
 
+async def load_resumes(load: Load, urls: list[str], answers: int, within: float) -> None:
+    """After a fault: every process answers again within ``within`` s, then ``answers`` more."""
+    since = len(load.answered)
+    await eventually(
+        lambda: {a.url for a in load.answered.values() if a.order >= since} == set(urls),
+        "every process issues again",
+        within=within,
+    )
+    await eventually(lambda: len(load.answered) >= since + answers, "load goes on")
+
+
+# One series per way a request reaches the database: the gapless queue, coalesced sequence
+# values, a cached block reservation, and a transaction of its own (an Idempotency-Key).
+ISSUING_PATHS: dict[str, dict[str, object]] = {
+    "gapless": {"mode": "gapless"},
+    "sequence": {"mode": "sequence"},
+    "cached": {"mode": "cached", "block_size": 1},
+    "keyed": {"mode": "sequence", "ledger": True},
+}
+
+
+async def issue_by_path(
+    client: httpx.AsyncClient, tenant: Tenant, name: str, key: str
+) -> httpx.Response:
+    """``next`` on one of :data:`ISSUING_PATHS`; only ``keyed`` sends the Idempotency-Key."""
+    headers = {**tenant.issuer, **({"Idempotency-Key": key} if name == "keyed" else {})}
+    return await client.post(f"/series/{name}/next", headers=headers)
+
+
+async def issues_again(client: httpx.AsyncClient, tenant: Tenant, within: float) -> None:
+    """The app is ready and issues on every path within ``within`` s, answering 503 meanwhile."""
+    deadline = time.monotonic() + within
+    while (await client.get("/readyz")).status_code != 200:
+        assert time.monotonic() < deadline, "not ready again"
+        await asyncio.sleep(0.05)
+    for name in ISSUING_PATHS:
+        while (response := await issue_by_path(client, tenant, name, "again")).status_code != 201:
+            assert_problem(response, 503, "unavailable")
+            assert time.monotonic() < deadline, f"{name} does not issue again"
+            await asyncio.sleep(0.05)
+
+
 async def ledger_values(http: httpx.AsyncClient, url: str, target: Target) -> list[tuple[str, int]]:
     """Every (period, value) in the series' ledger, read page by page as an operator would."""
     values: list[tuple[str, int]] = []

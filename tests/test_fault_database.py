@@ -25,6 +25,7 @@ from tests.support import (
     eventually,
     guarantee_violations,
     hold_first_ledger_row,
+    load_resumes,
     lock_waiters,
     services_side_by_side,
 )
@@ -118,18 +119,7 @@ async def test_database_restart_mid_load_is_survived_without_a_service_restart(
                 await answers_unavailable_in_time(http, service, tenant)
             await asyncio.sleep(1.0)  # the clients keep trying against the stopped database
             await asyncio.to_thread(own_postgres.start)
-            restarted_at = len(load.answered)
-            await eventually(
-                lambda: (
-                    {a.url for a in load.answered.values() if a.order >= restarted_at}
-                    == {s.url for s in running}
-                ),
-                "every process issues again",
-                within=RECOVERY_SECONDS,
-            )
-            await eventually(
-                lambda: len(load.answered) >= restarted_at + PHASE_ANSWERS, "load goes on"
-            )
+            await load_resumes(load, [s.url for s in running], PHASE_ANSWERS, RECOVERY_SECONDS)
         finally:
             stop.set()
             await clients

@@ -20,6 +20,7 @@ from tests.support import (
     assert_problem,
     eventually,
     guarantee_violations,
+    load_resumes,
     series_per_mode,
     services_side_by_side,
 )
@@ -67,18 +68,7 @@ async def test_a_promoted_standby_is_followed_under_load_without_duplicates_or_h
             for service in running:
                 assert_problem(await http.get(f"{service.url}/readyz"), 503, "unavailable")
             await asyncio.to_thread(server_pair.standby.promote)
-            promoted_at = len(load.answered)
-            await eventually(
-                lambda: (
-                    {a.url for a in load.answered.values() if a.order >= promoted_at}
-                    == {s.url for s in running}
-                ),
-                "every process issues on the promoted server",
-                within=FOLLOW_SECONDS,
-            )
-            await eventually(
-                lambda: len(load.answered) >= promoted_at + PHASE_ANSWERS, "load goes on"
-            )
+            await load_resumes(load, [s.url for s in running], PHASE_ANSWERS, FOLLOW_SECONDS)
         finally:
             stop.set()
             await clients

@@ -5,22 +5,23 @@ itself once the database answers. A request cut off after its COMMIT was sent an
 a number, and its retry with the same Idempotency-Key gets the committed number."""
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from app.main import create_app
 from app.settings import Settings
-from tests.conftest import make_tenant
+from tests.conftest import app_client
 from tests.support import (
+    ISSUING_PATHS,
     StallingProxy,
     Target,
     Tenant,
     assert_problem,
     create_series,
+    issue_by_path,
+    issues_again,
     ledger_values,
 )
 
@@ -30,12 +31,6 @@ DATABASE_TIMEOUT_MS = 1000
 ANSWER_WITHIN = (POOL_TIMEOUT_MS + DATABASE_TIMEOUT_MS) / 1000 + 1
 RECOVERY_SECONDS = 10.0
 POOL_SIZE = 4
-MODES: dict[str, dict[str, object]] = {
-    "gapless": {"mode": "gapless"},
-    "sequence": {"mode": "sequence"},
-    "cached": {"mode": "cached", "block_size": 1},
-    "keyed": {"mode": "sequence", "ledger": True},
-}
 
 
 @pytest.fixture
@@ -58,33 +53,26 @@ async def proxied(
             pool_min_size=POOL_SIZE,
             pool_max_size=POOL_SIZE,
         )
-        app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            tenant = await make_tenant(app.state.services.pool)
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://docnum.test"
-            ) as client:
-                yield client, tenant, proxy
+        async with app_client(settings) as (client, tenant):
+            yield client, tenant, proxy
 
 
 async def issue(client: httpx.AsyncClient, tenant: Tenant, name: str, key: str) -> httpx.Response:
-    headers = {**tenant.issuer, **({"Idempotency-Key": key} if name == "keyed" else {})}
     async with asyncio.timeout(ANSWER_WITHIN):
-        return await client.post(f"/series/{name}/next", headers=headers)
+        return await issue_by_path(client, tenant, name, key)
 
 
 async def test_a_frozen_database_answers_503_within_the_deadline_and_recovers_by_itself(
     proxied: tuple[httpx.AsyncClient, Tenant, StallingProxy],
 ) -> None:
     client, tenant, proxy = proxied
-    for name, fields in MODES.items():
+    for name, fields in ISSUING_PATHS.items():
         await create_series(client, tenant, name, **fields)
         if name != "cached":  # a cached series would then serve its spare block from memory
             assert (await issue(client, tenant, name, "before")).status_code == 201
 
     proxy.freeze()
-    for name in MODES:
+    for name in ISSUING_PATHS:
         # Several at once, so some wait in the queue in front of the database.
         frozen = await asyncio.gather(
             *(issue(client, tenant, name, f"frozen-{n}") for n in range(3))
@@ -98,15 +86,7 @@ async def test_a_frozen_database_answers_503_within_the_deadline_and_recovers_by
         assert_problem(await client.get("/series", headers=tenant.issuer), 503, "unavailable")
 
     proxy.thaw()
-    deadline = time.monotonic() + RECOVERY_SECONDS
-    while (await client.get("/readyz")).status_code != 200:
-        assert time.monotonic() < deadline, "not ready again"
-        await asyncio.sleep(0.05)
-    for name in MODES:
-        while (response := await issue(client, tenant, name, "after")).status_code != 201:
-            assert_problem(response, 503, "unavailable")
-            assert time.monotonic() < deadline, f"{name} does not issue again"
-            await asyncio.sleep(0.05)
+    await issues_again(client, tenant, within=RECOVERY_SECONDS)
 
 
 async def test_a_gapless_number_whose_commit_answer_is_lost_is_answered_503_then_replayed(

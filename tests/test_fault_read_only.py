@@ -3,8 +3,6 @@ standby or during a switchover: issuing answers 503 with Retry-After (never 500)
 working (authentication writes nothing), ``/readyz`` says 503, and once the database accepts
 writes again the service issues again by itself, without a restart."""
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -13,18 +11,18 @@ import asyncpg
 import httpx
 import pytest
 
-from app.main import create_app
 from app.settings import Settings
-from tests.conftest import make_tenant, server_url
-from tests.support import Tenant, assert_problem, create_series
+from tests.conftest import app_client, server_url
+from tests.support import (
+    ISSUING_PATHS,
+    Tenant,
+    assert_problem,
+    create_series,
+    issue_by_path,
+    issues_again,
+)
 
 RECOVERY_SECONDS = 10.0
-MODES: dict[str, dict[str, object]] = {
-    "gapless": {"mode": "gapless"},
-    "sequence": {"mode": "sequence"},
-    "cached": {"mode": "cached", "block_size": 1},
-    "keyed": {"mode": "sequence", "ledger": True},
-}
 # What a failover does to the sessions of the old server: they end, and new ones land read-only.
 TERMINATE_SESSIONS = """
 SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
@@ -56,32 +54,21 @@ async def own(
     settings = Settings(
         database_url=empty_database_url, data_dir=tmp_path, demo=False, auth_cache_seconds=0
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        tenant = await make_tenant(app.state.services.pool)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://docnum.test") as client:
-            yield client, tenant
-
-
-async def issue(client: httpx.AsyncClient, tenant: Tenant, name: str) -> httpx.Response:
-    headers = dict(tenant.issuer)
-    if name == "keyed":
-        headers["Idempotency-Key"] = f"read-only-{name}"
-    return await client.post(f"/series/{name}/next", headers=headers)
+    async with app_client(settings) as (client, tenant):
+        yield client, tenant
 
 
 async def test_a_read_only_database_answers_503_and_the_service_recovers_by_itself(
     own: tuple[httpx.AsyncClient, Tenant], empty_database_url: str
 ) -> None:
     client, tenant = own
-    for name, fields in MODES.items():
+    for name, fields in ISSUING_PATHS.items():
         await create_series(client, tenant, name, **fields)
     database = Database(empty_database_url)
     await database.read_only(True)
     try:
-        for name in MODES:
-            response = await issue(client, tenant, name)
+        for name in ISSUING_PATHS:
+            response = await issue_by_path(client, tenant, name, "read-only")
             assert_problem(response, 503, "unavailable")
             assert response.headers["Retry-After"].isdigit()
         listed = await client.get("/series", headers=tenant.issuer)
@@ -90,12 +77,4 @@ async def test_a_read_only_database_answers_503_and_the_service_recovers_by_itse
     finally:
         await database.read_only(False)
 
-    deadline = time.monotonic() + RECOVERY_SECONDS
-    while (await client.get("/readyz")).status_code != 200:
-        assert time.monotonic() < deadline, "not ready again"
-        await asyncio.sleep(0.05)
-    for name in MODES:
-        while (response := await issue(client, tenant, name)).status_code != 201:
-            assert_problem(response, 503, "unavailable")
-            assert time.monotonic() < deadline, f"{name} does not issue again"
-            await asyncio.sleep(0.05)
+    await issues_again(client, tenant, within=RECOVERY_SECONDS)

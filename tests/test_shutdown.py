@@ -244,3 +244,29 @@ async def test_sigterm_with_the_database_stopped_exits_within_the_grace_period(
     await asyncio.to_thread(own_postgres.start)
     await issue_again(own_postgres.url, service_dir, issued)
     assert issued.answered_twice() == []
+
+
+@pytest.mark.xdist_group("processes")
+async def test_a_second_sigterm_exits_at_once(empty_database_url: str, service_dir: Path) -> None:
+    """A stop that would wait its whole (long) grace period for a frozen database is cut short."""
+    long_grace = {**WITHOUT_REQUEST_DEADLINE, "DOCNUM_SHUTDOWN_GRACE_SECONDS": "60"}
+    async with StallingProxy(empty_database_url).running() as proxy:
+        service = await asyncio.to_thread(start_service, proxy.url, service_dir, env=long_grace)
+        try:
+            issued = Issued(await tenant_on(empty_database_url))
+            async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
+                await create_series(client, issued.tenant, "g", mode="gapless")
+                proxy.freeze()
+                in_flight = asyncio.create_task(issued.issue(client, "g", "stuck"))
+                await asyncio.sleep(0.2)  # the request reaches the service
+                service.process.send_signal(signal.SIGTERM)
+                await wait_for(
+                    "new connections are refused", lambda: refuses_connections(service.port)
+                )
+                assert service.process.poll() is None  # waiting for the request in flight
+                service.process.send_signal(signal.SIGTERM)
+                assert await asyncio.to_thread(service.process.wait, timeout=1) != 0
+                await in_flight
+            assert issued.values == {}
+        finally:
+            service.stop()

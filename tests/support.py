@@ -665,7 +665,9 @@ class StallingProxy:
             finally:
                 for direction in directions:
                     direction.cancel()
-        except OSError:
+        except (OSError, asyncio.CancelledError):
+            # Cancelled when the proxy stops: end quietly, as asyncio's stream server expects of
+            # its handlers (it reports a cancelled one as an error).
             pass
         finally:
             for writer in (to_client, to_server):

@@ -46,7 +46,9 @@ DEFAULT_KEEPALIVE_SECONDS = 10
 # standby, or a primary demoted or shutting down) or has gone. Dropping it makes the pool reconnect.
 SERVER_UNFIT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.ReadOnlySQLTransactionError,
-    asyncpg.OperatorInterventionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
     asyncpg.PostgresConnectionError,
 )
 

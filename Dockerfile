@@ -38,7 +38,7 @@ EXPOSE 8000
 # The slim image has no curl; the standard library answers the probe.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('DOCNUM_PORT', '8000'), timeout=2)"]
-# SIGTERM: stop accepting, finish requests in flight (10 s at most), give back cached values.
+# SIGTERM: stop accepting, finish requests in flight, give back cached values: 5 s at most.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["docnum"]
 CMD ["serve"]

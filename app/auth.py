@@ -4,12 +4,20 @@ A key is ``dn_<prefix>_<secret>``: the prefix finds the row and is what people s
 the audit trail; the whole key is stored only as a SHA-256 (the secret has 256 random bits, so a
 slow password hash would add cost and no safety). Verified keys are trusted from memory for a few
 seconds, so issuing a number costs no authentication query; a revoked key stops working within
-that time on every process, and at once on the process that revoked it.
+that time on every process, and at once on the process that revoked it. A key that was refused is
+refused from memory for as long, so a client retrying with a wrong key costs no query either.
+
+Authentication only reads: it works on a database that accepts no writes (during a failover),
+and a key's secret is verified before anything is recorded about it. When a key was last used is
+written in the background, for every key used since the last write at once, at most once every
+``MARK_USED_EVERY_SECONDS``; a failed write is tried again with the next.
 """
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -26,13 +34,20 @@ SCOPES: tuple[Scope, ...] = ("issue", "admin")
 PREFIX_PATTERN = r"^[0-9a-f]{8}$"
 KEY_SHAPE = re.compile(r"dn_([0-9a-f]{8})_[A-Za-z0-9_-]{43}")
 
-# Marks the key used in the same statement that reads it; revoked keys are never returned.
-USE_KEY = """
-UPDATE api_keys AS k SET last_used_at = now()
-FROM tenants AS t
-WHERE k.prefix = $1 AND k.revoked_at IS NULL AND t.id = k.tenant_id
-RETURNING k.id, k.tenant_id, t.name AS tenant, k.prefix, k.name, k.scope, k.secret_hash
+logger = logging.getLogger("docnum.auth")
+
+MARK_USED_EVERY_SECONDS = 1.0
+# Memory bounds: past them a cache starts over (it only saves queries).
+MAX_CACHED_KEYS = 10_000
+
+# Revoked keys are never returned.
+FIND_KEY = """
+SELECT k.id, k.tenant_id, t.name AS tenant, k.prefix, k.name, k.scope, k.secret_hash
+FROM api_keys AS k JOIN tenants AS t ON t.id = k.tenant_id
+WHERE k.prefix = $1 AND k.revoked_at IS NULL
 """
+UNKNOWN_KEY = "The API key is unknown or revoked."
+MARK_USED = "UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1::bigint[])"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,30 +87,42 @@ class Authenticator:
         self._pool = pool
         self._cache_seconds = cache_seconds
         self._cache: dict[bytes, tuple[Principal, float]] = {}
+        self._refused: dict[bytes, float] = {}  # digest -> until when
         self._lookups: dict[bytes, asyncio.Task[Principal]] = {}
+        self._used: set[int] = set()
+        self._marker: asyncio.Task[None] | None = None
 
     async def verify(self, key: str) -> Principal:
         digest = hash_key(key)
+        now = time.monotonic()
         cached = self._cache.get(digest)
-        if cached is not None and cached[1] > time.monotonic():
+        if cached is not None and cached[1] > now:
+            self._used.add(cached[0].key_id)
             return cached[0]
+        if self._refused.get(digest, 0.0) > now:
+            raise Unauthorized(UNKNOWN_KEY)
         # Requests with the same key share one lookup: a burst arriving as the cached entry
-        # expires would otherwise queue one UPDATE per request on the key's row.
+        # expires would otherwise send one query per request.
         lookup = self._lookups.get(digest)
         if lookup is None:
             lookup = self._lookups[digest] = asyncio.create_task(self._look_up(key, digest))
             lookup.add_done_callback(lambda _: self._lookups.pop(digest, None))
-        return await asyncio.shield(lookup)
+        principal = await asyncio.shield(lookup)
+        self._used.add(principal.key_id)
+        return principal
 
     async def _look_up(self, key: str, digest: bytes) -> Principal:
         now = time.monotonic()
         match = KEY_SHAPE.fullmatch(key)
         if match is None:
             raise Unauthorized("The API key is malformed.")
-        row = await self._pool.fetchrow(USE_KEY, match.group(1))
+        row = await self._pool.fetchrow(FIND_KEY, match.group(1))
         if row is None or not hmac.compare_digest(row["secret_hash"], digest):
             self._cache.pop(digest, None)
-            raise Unauthorized("The API key is unknown or revoked.")
+            if len(self._refused) >= MAX_CACHED_KEYS:
+                self._refused.clear()
+            self._refused[digest] = now + self._cache_seconds
+            raise Unauthorized(UNKNOWN_KEY)
         principal = Principal(
             tenant_id=row["tenant_id"],
             tenant=row["tenant"],
@@ -104,10 +131,37 @@ class Authenticator:
             name=row["name"],
             scope=row["scope"],
         )
-        if len(self._cache) > 10_000:
+        if len(self._cache) >= MAX_CACHED_KEYS:
             self._cache.clear()
         self._cache[digest] = (principal, now + self._cache_seconds)
         return principal
+
+    def start(self) -> None:
+        self._marker = asyncio.create_task(self._mark_used_forever())
+
+    async def close(self) -> None:
+        """Stop marking keys used, after writing what is pending (if the database answers)."""
+        if self._marker is not None:
+            self._marker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._marker
+        await self.mark_used()
+
+    async def mark_used(self) -> None:
+        """Record when the keys used since the last call were used, in one statement."""
+        used, self._used = self._used, set()
+        if not used:
+            return
+        try:
+            await self._pool.execute(MARK_USED, list(used))
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            logger.warning("could not record when %d keys were used: %r", len(used), error)
+            self._used |= used
+
+    async def _mark_used_forever(self) -> None:
+        while True:
+            await asyncio.sleep(MARK_USED_EVERY_SECONDS)
+            await self.mark_used()
 
     def forget(self, prefix: str) -> None:
         """Drop a key from this process's memory at once (after revoking it)."""

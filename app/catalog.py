@@ -13,6 +13,7 @@ import logging
 import asyncpg
 
 from app import series as series_sql
+from app.database import KeepaliveConnection
 from app.definition import Series
 from app.series import SERIES_CHANNEL
 
@@ -63,13 +64,15 @@ class SeriesCatalog:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        if self._listener is not None and not self._listener.is_closed():
-            await self._listener.close()
+        if self._listener is not None:  # no goodbye: the server may not answer one
+            self._listener.terminate()
 
     async def _keep_listening(self) -> None:
         while True:
             try:
-                listener = await asyncpg.connect(self._url, timeout=2)
+                listener = await asyncpg.connect(
+                    self._url, timeout=2, connection_class=KeepaliveConnection
+                )
                 await listener.add_listener(SERIES_CHANNEL, self._on_notify)
             except (OSError, asyncpg.PostgresError, TimeoutError) as error:
                 logger.warning("cannot listen for series changes (%s); retrying", error)

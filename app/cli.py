@@ -2,22 +2,25 @@
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import uvicorn
 from pydantic import ValidationError
+from uvicorn.config import STARTUP_FAILURE
 
 from app import demo, keys, logs
 from app.auth import SCOPES
 from app.database import Connection, database_url, direct_url
 from app.errors import KeyNotFound, TenantNotFound
 from app.migrate import MigrationError, migrate
+from app.services import STOP_SECONDS
 from app.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -45,6 +48,22 @@ def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+class _StoppingServer(uvicorn.Server):
+    """uvicorn's server, whose stop is bounded.
+
+    On SIGTERM it stops accepting at once and lets the requests in flight finish (each gets its
+    answer, or a 503, within ``pool_timeout_ms + database_timeout_ms``); those still running
+    ``STOP_SECONDS`` before the end of ``shutdown_grace_seconds`` are cut off with a 503, never
+    answered as issued. The lifespan then gives back the unused cached values if the database
+    answers in time, and the process exits. A second SIGTERM or SIGINT exits at once.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit:
+            os._exit(128 + sig)
+        super().handle_exit(sig, frame)
+
+
 def serve(settings: Settings, args: argparse.Namespace) -> None:
     logs.configure(settings)
     # uvicorn stops gracefully on SIGTERM and then raises it again; exiting 0 at that point (or
@@ -66,17 +85,26 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
         settings.data_dir,
         f"http://{host}:{port}",
     )
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=settings.log_level,
-        log_config=None,  # app.logs formats every line, uvicorn's included
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    options: dict[str, Any] = {
+        "app": "app.main:create_app",
+        "factory": True,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "log_level": settings.log_level,
+        "log_config": None,  # app.logs formats every line, uvicorn's included
+        "access_log": False,
+        # The grace period covers the whole stop: requests in flight, then the lifespan's end.
+        "timeout_graceful_shutdown": max(settings.shutdown_grace_seconds - STOP_SECONDS, 0.1),
+    }
+    if workers > 1:  # each worker stops as uvicorn's own server does, within the same grace
+        uvicorn.run(**options)
+        return
+    server = _StoppingServer(uvicorn.Config(**options))
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 def migrate_command(settings: Settings, _args: argparse.Namespace) -> None:

@@ -5,6 +5,8 @@ the next round trip asks for all of their values at once and hands each request 
 in order of arrival. Used where values need no transaction of their own (sequence mode without
 a ledger or an idempotency key): the database sees one ``nextval`` statement per group instead
 of one per request.
+
+A request waits at most ``wait_limit`` seconds, queue included, then fails with ``TimeoutError``.
 """
 
 import asyncio
@@ -24,7 +26,8 @@ class _Waiter:
 
 
 class Coalescer:
-    def __init__(self) -> None:
+    def __init__(self, wait_limit: float | None = None) -> None:
+        self._wait_limit = wait_limit
         self._queues: dict[Hashable, list[_Waiter]] = {}
         self._drains: set[asyncio.Task[None]] = set()
 
@@ -39,7 +42,8 @@ class Coalescer:
             drain.add_done_callback(self._drains.discard)
         else:
             queue.append(waiter)
-        return await waiter.future
+        async with asyncio.timeout(self._wait_limit):
+            return await waiter.future
 
     async def _drain(self, key: Hashable, queue: list[_Waiter]) -> None:
         try:

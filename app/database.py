@@ -13,19 +13,40 @@ The pool may reach PostgreSQL directly or through a transaction pooler (PgBounce
   execution, which any server connection can run.
 - Whatever needs one session for longer than a transaction (``LISTEN``, the migrations' advisory
   lock) uses ``direct_url``, a connection that does not go through the pooler.
+
+Deadlines, so that a database that stops answering (a vanished host, a partition, a frozen
+server) costs a request a bounded time and never hangs it:
+
+- opening a connection gives up after ``connect_timeout_ms``;
+- waiting for a free connection gives up after ``pool_timeout_ms``;
+- holding one (a statement, or a whole transaction with its lock waits) ends after
+  ``database_timeout_ms``: the connection is then terminated, which fails whatever runs on it at
+  once, so cleanup (rollback, release) never waits for a server that does not answer;
+- every connection's socket sends TCP keepalives and gives up on unacknowledged data, so even an
+  idle connection (the series-change listener) notices a peer that went silent.
+
+A request that needs the database therefore gets its answer, or a 503, within
+``pool_timeout_ms + database_timeout_ms`` of asking for a connection.
+
+Failover: a connection whose server turned out not to accept writes (a read-only error, a server
+shutting down) is terminated rather than given back, so the pool's next connection goes through
+the URL again; with several hosts and ``target_session_attrs=read-write`` that is the writable one.
 """
 
+import asyncio
 import logging
+import socket
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolAcquireContext
 
 from app.settings import Settings
 
 if TYPE_CHECKING:
-    from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
+    from asyncpg.pool import PoolConnectionProxy
 
 # What query code accepts: a bare connection or one borrowed from the pool.
 Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
@@ -34,7 +55,70 @@ Executor: TypeAlias = "Connection | asyncpg.Pool[Any]"
 
 logger = logging.getLogger("docnum.database")
 
-CONNECT_TIMEOUT_SECONDS = 1.5
+DEFAULT_KEEPALIVE_SECONDS = 10
+# Errors after which a connection must not be used again: its server accepts no writes (a
+# standby, or a primary demoted or shutting down) or has gone. Dropping it makes the pool reconnect.
+SERVER_UNFIT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.PostgresConnectionError,
+)
+
+
+def keep_alive(sock: socket.socket, seconds: int) -> None:
+    """TCP keepalive probes after ``seconds`` idle, and a bound on unacknowledged data: a peer
+    that stops answering is dropped after about ``2 * seconds`` whether the connection is idle
+    or waiting for an answer."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, seconds)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, seconds // 3))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 2 * seconds * 1000)
+
+
+class KeepaliveConnection(asyncpg.Connection):
+    """A connection whose socket gets :func:`keep_alive` as soon as it is made.
+
+    asyncpg sets no keepalives and takes none from the URL; its transport is only handed to the
+    connection class, so this is where the socket can be reached.
+    """
+
+    keepalive_seconds = DEFAULT_KEEPALIVE_SECONDS
+
+    def __init__(self, protocol: Any, transport: asyncio.Transport, *args: Any) -> None:
+        super().__init__(protocol, transport, *args)
+        keep_alive(transport.get_extra_info("socket"), self.keepalive_seconds)
+
+
+def connection_class(settings: Settings) -> type[KeepaliveConnection]:
+    """Connections with TCP keepalives; behind a transaction pooler, connections whose every
+    transaction starts with the session settings (``BEGIN; SET LOCAL …`` in one simple-query
+    message)."""
+    namespace: dict[str, Any] = {"keepalive_seconds": settings.tcp_keepalive_seconds}
+    if settings.transaction_pooling:
+        # The values are the service's own settings (integers and fixed text), not client input.
+        local = [
+            f"SET LOCAL {name} = '{value}';" for name, value in session_settings(settings).items()
+        ]
+        begin = " ".join([ASYNCPG_BEGIN, *local])
+
+        # asyncpg's own signature, timeout included.
+        async def execute(
+            self: KeepaliveConnection,
+            query: str,
+            *args: Any,
+            timeout: float | None = None,  # noqa: ASYNC109
+        ) -> str:
+            if query == ASYNCPG_BEGIN and not args:
+                query = begin
+            return await KeepaliveConnection.execute(self, query, *args, timeout=timeout)
+
+        namespace["execute"] = execute
+    return type("DocnumConnection", (KeepaliveConnection,), namespace)
 
 
 def start_embedded(data_dir: Path) -> str:
@@ -79,7 +163,8 @@ async def connect_direct(url: str, settings: Settings) -> "asyncpg.Connection[An
     """One connection to ``direct_url``, with the service's session settings."""
     return await asyncpg.connect(
         direct_url(settings, url),
-        timeout=CONNECT_TIMEOUT_SECONDS,
+        timeout=settings.connect_timeout_ms / 1000,
+        connection_class=connection_class(settings),
         server_settings={"application_name": "docnum", **session_settings(settings)},
     )
 
@@ -88,54 +173,94 @@ async def connect_direct(url: str, settings: Settings) -> "asyncpg.Connection[An
 ASYNCPG_BEGIN = "BEGIN;"
 
 
-def _connection_class(settings: Settings) -> "type[asyncpg.Connection[Any]]":
-    """Behind a transaction pooler, connections whose every transaction starts with the session
-    settings (``BEGIN; SET LOCAL …`` in one simple-query message)."""
-    if not settings.transaction_pooling:
-        return asyncpg.Connection
-    # The values are the service's own settings (integers and fixed text), not client input.
-    local = [f"SET LOCAL {name} = '{value}';" for name, value in session_settings(settings).items()]
-    begin = " ".join([ASYNCPG_BEGIN, *local])
+class _HeldWithin(PoolAcquireContext):
+    """Acquires a connection and terminates it if it is still held after ``hold`` seconds, or
+    if the work on it failed in a way that makes it unfit (:data:`SERVER_UNFIT_ERRORS`)."""
 
-    class TransactionPooledConnection(asyncpg.Connection):
-        # asyncpg's own signature, timeout included.
-        async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:  # noqa: ASYNC109
-            if query == ASYNCPG_BEGIN and not args:
-                query = begin
-            return await super().execute(query, *args, timeout=timeout)
+    __slots__ = ("hold", "timer")
 
-    return TransactionPooledConnection
+    def __init__(self, pool: asyncpg.Pool, timeout: float | None, hold: float | None) -> None:
+        super().__init__(pool, timeout)
+        self.hold = hold
+        self.timer: asyncio.TimerHandle | None = None
+
+    async def __aenter__(self) -> "PoolConnectionProxy[Any]":
+        conn: PoolConnectionProxy[Any] = await super().__aenter__()
+        if self.hold is not None:
+            self.timer = asyncio.get_running_loop().call_later(self.hold, self._expire)
+        return conn
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        error = exc[1] if exc else None
+        if isinstance(error, SERVER_UNFIT_ERRORS):
+            self._drop(f"after {error!r}")
+        await super().__aexit__(*exc)
+
+    def _expire(self) -> None:
+        self._drop(f"the database did not answer within {self.hold} s")
+
+    def _drop(self, why: str) -> None:
+        conn = self.connection
+        try:
+            if conn is None or conn.is_closed():
+                return
+        except asyncpg.InterfaceError:  # the pool took it back already: it closed by itself
+            return
+        logger.warning("dropping a database connection: %s", why)
+        conn.terminate()
 
 
 class BoundedPool(asyncpg.Pool):
-    """A pool whose every acquire gives up after ``acquire_timeout`` seconds.
+    """A pool whose every acquire gives up after ``acquire_timeout`` seconds, and whose every
+    connection is held at most ``hold_timeout`` seconds.
 
     When every connection is busy (a long-held lock, a slow database), a request fails with
     ``TimeoutError``, answered as 503 with ``Retry-After``, instead of queueing for as long as the
-    others take: the backlog in front of the database stays bounded.
+    others take: the backlog in front of the database stays bounded. When the database stops
+    answering, the connection is terminated at the hold deadline: what runs on it fails with a
+    connection error (503) instead of waiting for the kernel's TCP timeout.
     """
 
-    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, acquire_timeout: float, hold_timeout: float, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._acquire_timeout = acquire_timeout
+        self._hold_timeout = hold_timeout
+
+    @property
+    def round_trip_limit(self) -> float:
+        """The longest a request waits for one piece of database work: a connection, then its
+        use."""
+        return self._acquire_timeout + self._hold_timeout
 
     def acquire(self, *, timeout: float | None = None) -> "PoolAcquireContext[Any]":
-        return super().acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+        return _HeldWithin(
+            self, self._acquire_timeout if timeout is None else timeout, self._hold_timeout
+        )
 
 
-async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
+def round_trip_limit(pool: asyncpg.Pool) -> float | None:
+    """How long a request may wait for work done on its behalf on ``pool`` (None: no limit)."""
+    return pool.round_trip_limit if isinstance(pool, BoundedPool) else None
+
+
+async def create_pool(url: str, settings: Settings) -> BoundedPool:
     """A pool whose connections carry timeouts, so a stuck lock cannot pile up requests."""
     pool = BoundedPool(
         url,
         acquire_timeout=settings.pool_timeout_ms / 1000,
+        hold_timeout=settings.database_timeout_ms / 1000,
         min_size=min(settings.pool_min_size, settings.pool_max_size),
         max_size=settings.pool_max_size,
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
         loop=None,
-        connection_class=_connection_class(settings),
+        connection_class=connection_class(settings),
         record_class=asyncpg.Record,
-        timeout=CONNECT_TIMEOUT_SECONDS,
+        timeout=settings.connect_timeout_ms / 1000,
         statement_cache_size=settings.statement_cache_size,
         server_settings={
             "application_name": "docnum",

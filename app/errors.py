@@ -466,7 +466,14 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.QueryCanceledError,
     asyncpg.OperatorInterventionError,
     asyncpg.InsufficientResourcesError,
+    # A failover under way: the server reached is a standby, or was demoted, or no host named
+    # in the URL accepts writes yet.
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.TargetServerAttributeNotMatched,
 )
+
+
+READ_ONLY_ERRORS = (asyncpg.ReadOnlySQLTransactionError, asyncpg.TargetServerAttributeNotMatched)
 
 
 def _connection_lost(exc: BaseException) -> bool:
@@ -496,6 +503,8 @@ def _unavailable(exc: Exception) -> Unavailable:
         return Unavailable("The counter is locked by another transaction for too long; retry.")
     if isinstance(exc, TimeoutError):
         return Unavailable("No database connection became free in time; retry.")
+    if isinstance(exc, READ_ONLY_ERRORS):
+        return Unavailable("The database accepts no writes right now (a failover?); retry.")
     return Unavailable("The database is not reachable right now; retry.")
 
 

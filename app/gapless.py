@@ -13,6 +13,11 @@ number that cannot be rendered from its variables, a number that collides with o
 the ledger, and a batch that does not fit below max_value. The group is then served again without
 the request whose number could not be rendered, or, for the other two, one request per
 transaction, so that the others still get their numbers in order of arrival.
+
+A request waits for its number at most the pool's round-trip limit (see app.database), queue
+included, then fails with ``TimeoutError`` (503). Its number may still be committed by the
+transaction it was part of: it is then in the ledger, and a retry with the same Idempotency-Key
+gets it; a number is never answered before its commit.
 """
 
 import asyncio
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from app import counters, idempotency
+from app.database import round_trip_limit
 from app.definition import CounterKey
 from app.errors import NumberCollision, Problem, SeriesExhausted
 from app.issued import Claim, Issued, Outcome, Replayed, Request
@@ -64,7 +70,8 @@ class GaplessIssuer:
             drain.add_done_callback(self._drains.discard)
         else:
             queue.append(waiter)
-        return await waiter.future
+        async with asyncio.timeout(round_trip_limit(self._pool)):
+            return await waiter.future
 
     async def _drain(self, key: tuple[int, int, CounterKey], queue: deque[_Waiter]) -> None:
         """Serve the queue group by group until it is empty, then let it go."""

@@ -21,7 +21,7 @@ from app import idempotency, metrics
 from app import series as series_sql
 from app.blocks import BlockIssuer
 from app.coalesce import Coalescer
-from app.database import Connection
+from app.database import Connection, round_trip_limit
 from app.definition import CounterKey, Series, StaleDefinition
 from app.errors import (
     Problem,
@@ -85,7 +85,7 @@ class Issuer:
         self.gapless = GaplessIssuer(pool, idempotency_ttl_seconds)
         self.blocks = BlockIssuer(pool)
         self.sequences = SequenceIssuer()
-        self._sequence_groups = Coalescer()
+        self._sequence_groups = Coalescer(round_trip_limit(pool))
 
     def current_period(self, series: Series) -> str:
         """The period a request without a date issues in now."""

@@ -4,13 +4,25 @@
   ``Retry-After`` at once instead of queueing without bound.
 - A request body larger than ``max_body_bytes`` gets a 413, whether or not it declared its size.
 - The JSON API accepts only JSON bodies (415 otherwise); the portal's forms are exempt.
+- A request cut off before it answered (the server stopping after its grace period cancels it)
+  gets a 503 with ``Retry-After`` rather than the server's bare 500. Nothing was answered as
+  issued: whatever it committed is found again by a retry with the same Idempotency-Key.
 """
+
+import asyncio
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import Overloaded, PayloadTooLarge, Problem, UnsupportedMediaType, answer
+from app.errors import (
+    Overloaded,
+    PayloadTooLarge,
+    Problem,
+    Unavailable,
+    UnsupportedMediaType,
+    answer,
+)
 
 FORM_PREFIXES = ("/admin",)
 
@@ -39,12 +51,24 @@ class GuardMiddleware:
             await answer(Request(scope), problem)(scope, receive, send)
             return
         self.in_flight += 1
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
             if b"content-length" in headers:
                 # The declared length was checked, and the server reads no further than it.
-                await self.app(scope, receive, send)
+                await self.app(scope, receive, tracking_send)
             else:
-                await self._serve(scope, receive, send)
+                await self._serve(scope, receive, tracking_send)
+        except asyncio.CancelledError:
+            if not started:
+                stopping = Unavailable("The service is stopping; retry.")
+                await answer(Request(scope), stopping)(scope, receive, send)
+            raise
         finally:
             self.in_flight -= 1
 

@@ -21,6 +21,11 @@ from app.settings import Settings
 logger = logging.getLogger("docnum.services")
 
 PRUNE_EVERY_SECONDS = 300.0
+# A stop must not wait for a database that does not answer: these bound the steps of the stop
+# that follow the requests in flight (see shutdown_grace_seconds).
+GIVE_BACK_SECONDS = 0.5
+CLOSE_SECONDS = 0.2
+STOP_SECONDS = GIVE_BACK_SECONDS + CLOSE_SECONDS
 
 
 @dataclass
@@ -60,6 +65,7 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             exports=ExportSlots(settings.max_concurrent_exports),
         )
         await services.catalog.start()
+        services.auth.start()
         pruner = asyncio.create_task(_prune_forever(pool, settings.idempotency_ttl_seconds))
         # What start-up built lives as long as the process: keep the collector from rescanning it.
         gc.collect()
@@ -68,10 +74,27 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             yield services
         finally:
             pruner.cancel()
-            await services.issuer.close()
+            await _give_back(services)
             await services.catalog.stop()
     finally:
-        await pool.close()
+        await _close(pool)
+
+
+async def _give_back(services: Services) -> None:
+    """Record key use and give back unused cached values, if the database answers in time."""
+    try:
+        async with asyncio.timeout(GIVE_BACK_SECONDS):
+            await services.auth.close()
+            await services.issuer.close()
+    except TimeoutError:
+        logger.warning("the database did not answer in time; unused cached values are skipped")
+
+
+async def _close(pool: asyncpg.Pool) -> None:
+    try:
+        await asyncio.wait_for(pool.close(), CLOSE_SECONDS)
+    except TimeoutError:  # the pool terminated its connections instead
+        logger.warning("database connections did not close in time; dropped them")
 
 
 async def _prune_forever(pool: asyncpg.Pool, ttl_seconds: int) -> None:

@@ -99,6 +99,23 @@ class Settings(BaseSettings):
         description="How long a gapless issue waits for a counter row lock before answering 503.",
     )
     statement_timeout_ms: int = Field(default=10_000, ge=1)
+    database_timeout_ms: int = Field(
+        default=4000,
+        ge=1,
+        description="Client-side deadline: the longest a request holds a database connection (a "
+        "transaction or a statement, its lock waits included). Past it the connection is dropped "
+        "and the request answered 503, so a frozen or unreachable database costs at most "
+        "pool_timeout_ms + database_timeout_ms. Keep it above lock_timeout_ms.",
+    )
+    connect_timeout_ms: int = Field(
+        default=1500, ge=1, description="How long opening a database connection may take."
+    )
+    tcp_keepalive_seconds: int = Field(
+        default=10,
+        ge=1,
+        description="Idle seconds before TCP keepalive probes on database connections; a peer "
+        "that stops answering (a vanished host, a partition) is dropped after about twice this.",
+    )
     max_batch: int = Field(default=10_000, ge=1, le=1_000_000)
     max_body_bytes: int = Field(default=65_536, ge=1024)
     max_concurrent_requests: int = Field(
@@ -134,6 +151,12 @@ class Settings(BaseSettings):
     require_if_match: bool = Field(
         default=False,
         description="Refuse (428) a change of a series that sends no If-Match with its ETag.",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=5.0,
+        ge=0.5,
+        description="After SIGTERM: how long requests in flight may take before they are "
+        "answered 503 and the process exits. A second SIGTERM or SIGINT exits at once.",
     )
     secure_cookies: bool = Field(default=False, description="Mark cookies Secure (behind TLS).")
     metrics_token: str | None = Field(

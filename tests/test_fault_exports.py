@@ -20,6 +20,8 @@ import asyncpg
 import httpx
 import pytest
 
+from tests.conftest import tenant_on
+from tests.postgres import OwnPostgres
 from tests.support import (
     ServiceProcess,
     Target,
@@ -30,9 +32,6 @@ from tests.support import (
     lock_waiters,
     start_service,
 )
-from tests.test_fault_database import OwnPostgres, own_postgres, tenant_on
-
-__all__ = ["own_postgres"]  # a fixture, used by name
 
 pytestmark = pytest.mark.xdist_group("processes")
 

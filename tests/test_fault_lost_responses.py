@@ -22,6 +22,7 @@ from tests.support import (
     ledger_values,
     lock_counters,
     lock_waiters,
+    pipe,
     series_per_mode,
     services_side_by_side,
 )
@@ -50,7 +51,7 @@ class AnswerDroppingProxy:
 
     async def _relay(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
         service, to_service = await asyncio.open_connection("127.0.0.1", self.upstream.port)
-        forward = asyncio.create_task(_pipe(client, to_service))
+        forward = asyncio.create_task(pipe(client, to_service))
         try:
             if await service.read(65_536):
                 self.dropped += 1
@@ -58,12 +59,6 @@ class AnswerDroppingProxy:
             forward.cancel()
             for writer in (to_service, to_client):
                 writer.close()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(65_536):
-        writer.write(data)
-        await writer.drain()
 
 
 async def test_answers_lost_on_the_way_back_are_replayed_by_another_process(

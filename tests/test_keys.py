@@ -8,14 +8,17 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
+from app.auth import FIND_KEY, MARK_USED, MARK_USED_EVERY_SECONDS, Authenticator
+from app.errors import Unauthorized
 from app.settings import Settings
-from tests.support import Tenant, assert_problem, services
+from tests.support import Tenant, assert_problem, recording_pool, services
 
 KEY_SHAPE = re.compile(r"dn_([0-9a-f]{8})_([A-Za-z0-9_-]{43})")
 AUTH_CACHE_SECONDS = "0.5"
@@ -87,14 +90,42 @@ async def test_keys_carry_256_random_bits_and_never_repeat(
 
 async def test_last_used_at_records_use(client: httpx.AsyncClient, tenant: Tenant) -> None:
     made = await client.post("/keys", json={}, headers=tenant.admin)
-    before = await client.get("/keys", headers=tenant.admin)
     prefix = made.json()["prefix"]
-    assert next(k for k in before.json()["items"] if k["prefix"] == prefix)["last_used_at"] is None
+
+    async def last_used() -> str | None:
+        listed = await client.get("/keys", headers=tenant.admin)
+        used: str | None = next(k for k in listed.json()["items"] if k["prefix"] == prefix)[
+            "last_used_at"
+        ]
+        return used
+
+    assert await last_used() is None
     await client.get("/series", headers=bearer(made.json()["key"]))
-    after = await client.get("/keys", headers=tenant.admin)
-    assert (
-        next(k for k in after.json()["items"] if k["prefix"] == prefix)["last_used_at"] is not None
-    )
+    # Written in the background, within a second or so.
+    deadline = time.monotonic() + 5 * MARK_USED_EVERY_SECONDS
+    while await last_used() is None:
+        assert time.monotonic() < deadline, "last_used_at not recorded"
+        await asyncio.sleep(0.05)
+
+
+async def test_authentication_only_reads_and_records_use_in_one_statement_for_all_keys(
+    database_url: str, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    """A database that accepts no writes can still authenticate; a wrong key is refused from
+    memory when it comes again; when keys were used is written later, for all of them at once."""
+    wrong = tenant.issue_key[:-4] + "AAAA"
+    async with recording_pool(database_url) as (pool, sent):
+        auth = Authenticator(pool, cache_seconds=60)
+        for _ in range(3):
+            for key in (tenant.issue_key, tenant.admin_key, other_tenant.issue_key):
+                await auth.verify(key)
+            with pytest.raises(Unauthorized):
+                await auth.verify(wrong)
+        statements = [q for q in sent if "RESET ALL" not in q]  # the pool's own, on release
+        assert statements == [FIND_KEY] * 4
+        await auth.mark_used()
+        await auth.mark_used()  # nothing used since: nothing written
+        assert sent.count(MARK_USED) == 1
 
 
 async def test_revoking_through_the_api_stops_the_key_at_once_on_this_process(

@@ -1,16 +1,31 @@
 """SIGTERM stops a real ``docnum serve`` cleanly: it stops accepting connections, answers the
-requests already in flight, gives back the unused tail of its cached blocks, and exits 0."""
+requests already in flight, gives back the unused tail of its cached blocks, and exits 0; within
+the grace period and a second even when the database is frozen or gone, with no number answered
+twice afterwards."""
 
 import asyncio
 import signal
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 
-from tests.support import Tenant, create_series, start_service
+from tests.conftest import tenant_on
+from tests.postgres import OwnPostgres
+from tests.support import (
+    ServiceProcess,
+    StallingProxy,
+    Tenant,
+    assert_problem,
+    create_series,
+    services_side_by_side,
+    start_service,
+)
 
 EXIT_WITHIN = 20.0
 WAIT_WITHIN = 10.0
@@ -109,3 +124,149 @@ async def test_sigterm_gives_back_the_unused_tail_of_a_cached_block(
         assert await pool.fetchval(COUNTER, tenant.id, "tail") == served[-1]
     finally:
         service.stop()
+
+
+GRACE_SECONDS = 2.0
+# Requests get no deadline of their own here: only the grace period ends them.
+WITHOUT_REQUEST_DEADLINE = {
+    "DOCNUM_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
+    "DOCNUM_DATABASE_TIMEOUT_MS": "60000",
+    "DOCNUM_LOCK_TIMEOUT_MS": "60000",
+    "DOCNUM_POOL_TIMEOUT_MS": "60000",
+    "DOCNUM_POOL_MIN_SIZE": "4",
+    "DOCNUM_POOL_MAX_SIZE": "4",
+}
+IN_FLIGHT = 3
+
+
+@dataclass
+class Issued:
+    """The numbers each Idempotency-Key of a tenant got, per series."""
+
+    tenant: Tenant
+    values: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+
+    async def issue(self, client: httpx.AsyncClient, name: str, key: str) -> None:
+        """Ask for two numbers; keep them if answered (a 503 or no answer at all gets none)."""
+        headers = {**self.tenant.issuer, "Idempotency-Key": key}
+        try:
+            response = await client.post(
+                f"/series/{name}/batch", json={"count": 2}, headers=headers
+            )
+        except httpx.TransportError:
+            return
+        if response.status_code == 201:
+            got = response.json()["values"]
+            assert self.values.setdefault((name, key), got) == got, f"{key} got two answers"
+        else:
+            assert_problem(response, 503, "unavailable")
+
+    def answered_twice(self) -> list[int]:
+        seen: Counter[tuple[str, int]] = Counter(
+            (name, v) for (name, _), values in self.values.items() for v in values
+        )
+        return sorted(v for (_, v), times in seen.items() if times > 1)
+
+
+async def stop_while_in_flight(
+    service: ServiceProcess, issued: Issued, cut_off: Callable[[], Awaitable[None]]
+) -> None:
+    """Issue, cut the database off, send requests that cannot finish, SIGTERM: the process exits
+    within the grace period plus a second."""
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
+        await create_series(client, issued.tenant, "g", mode="gapless")
+        await create_series(client, issued.tenant, "c", mode="cached", ledger=True, block_size=4)
+        for name in "gc":
+            await issued.issue(client, name, f"{name}-0")
+        await cut_off()
+        in_flight = [
+            asyncio.create_task(issued.issue(client, name, f"{name}-{n}"))
+            for name in "gc"
+            for n in range(1, IN_FLIGHT + 1)
+        ]
+        await asyncio.sleep(0.2)  # the requests reach the service
+        service.process.send_signal(signal.SIGTERM)
+        exit_code = await asyncio.to_thread(service.process.wait, timeout=GRACE_SECONDS + 1)
+        assert exit_code == 0
+        await asyncio.gather(*in_flight)
+
+
+async def issue_again(database_url: str, log_dir: Path, issued: Issued) -> None:
+    """The database is back: a new process answers every key, and new ones."""
+    async with (
+        services_side_by_side(database_url, log_dir, 1) as (again,),
+        httpx.AsyncClient(base_url=again.url, timeout=30) as client,
+    ):
+        for name in "gc":
+            for n in range(IN_FLIGHT + 1):
+                await issued.issue(client, name, f"{name}-{n}")
+                await issued.issue(client, name, f"{name}-new-{n}")
+    assert len(issued.values) == 4 * (IN_FLIGHT + 1)
+
+
+@pytest.mark.xdist_group("processes")
+async def test_sigterm_with_a_frozen_database_exits_within_the_grace_period(
+    empty_database_url: str, service_dir: Path
+) -> None:
+    async with StallingProxy(empty_database_url).running() as proxy:
+        service = await asyncio.to_thread(
+            start_service, proxy.url, service_dir, env=WITHOUT_REQUEST_DEADLINE
+        )
+        issued = Issued(await tenant_on(empty_database_url))
+
+        async def freeze() -> None:
+            proxy.freeze()
+
+        try:
+            await stop_while_in_flight(service, issued, freeze)
+        finally:
+            service.stop()
+    await issue_again(empty_database_url, service_dir, issued)
+    assert issued.answered_twice() == []
+
+
+@pytest.mark.xdist_group("processes")
+async def test_sigterm_with_the_database_stopped_exits_within_the_grace_period(
+    own_postgres: OwnPostgres, service_dir: Path
+) -> None:
+    service = await asyncio.to_thread(
+        start_service, own_postgres.url, service_dir, env=WITHOUT_REQUEST_DEADLINE
+    )
+    issued = Issued(await tenant_on(own_postgres.url))
+
+    async def stop() -> None:
+        await asyncio.to_thread(own_postgres.stop)
+
+    try:
+        await stop_while_in_flight(service, issued, stop)
+    finally:
+        service.stop()
+    await asyncio.to_thread(own_postgres.start)
+    await issue_again(own_postgres.url, service_dir, issued)
+    assert issued.answered_twice() == []
+
+
+@pytest.mark.xdist_group("processes")
+async def test_a_second_sigterm_exits_at_once(empty_database_url: str, service_dir: Path) -> None:
+    """A stop that would wait its whole (long) grace period for a frozen database is cut short."""
+    long_grace = {**WITHOUT_REQUEST_DEADLINE, "DOCNUM_SHUTDOWN_GRACE_SECONDS": "60"}
+    async with StallingProxy(empty_database_url).running() as proxy:
+        service = await asyncio.to_thread(start_service, proxy.url, service_dir, env=long_grace)
+        try:
+            issued = Issued(await tenant_on(empty_database_url))
+            async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
+                await create_series(client, issued.tenant, "g", mode="gapless")
+                proxy.freeze()
+                in_flight = asyncio.create_task(issued.issue(client, "g", "stuck"))
+                await asyncio.sleep(0.2)  # the request reaches the service
+                service.process.send_signal(signal.SIGTERM)
+                await wait_for(
+                    "new connections are refused", lambda: refuses_connections(service.port)
+                )
+                assert service.process.poll() is None  # waiting for the request in flight
+                service.process.send_signal(signal.SIGTERM)
+                assert await asyncio.to_thread(service.process.wait, timeout=1) != 0
+                await in_flight
+            assert issued.values == {}
+        finally:
+            service.stop()

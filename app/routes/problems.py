@@ -10,7 +10,7 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from app.errors import InvalidRequest, NotFound, Problem, problem_responses, problem_types
 from app.negotiation import negotiate
@@ -38,6 +38,19 @@ The API is described at <a href="/docs">/docs</a>.</p>
 
 
 class ProblemType(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "/problems/series-not-found",
+                    "title": "Series not found",
+                    "status": 404,
+                    "description": "No series of that name in your tenant.",
+                }
+            ]
+        }
+    )
+
     type: str
     title: str
     status: int
@@ -58,7 +71,9 @@ def _code(text: str) -> str:
     summary="What a problem type means and what to do about it",
     response_model=ProblemType,
     responses={
-        200: {"content": {HTML: {"schema": {"type": "string"}}}},
+        200: {
+            "content": {HTML: {"schema": {"type": "string"}, "example": "<!doctype html>…</html>"}}
+        },
         **problem_responses(NotFound, InvalidRequest),
     },
 )

@@ -257,9 +257,13 @@ def problem_body(problem: Problem, instance: str | None = None) -> dict[str, Any
     return body
 
 
+def problem_bytes(problem: Problem, instance: str | None = None) -> bytes:
+    return json.dumps(problem_body(problem, instance)).encode()
+
+
 def problem_response(problem: Problem, instance: str | None = None) -> Response:
     return Response(
-        json.dumps(problem_body(problem, instance)),
+        problem_bytes(problem, instance),
         status_code=problem.status,
         media_type=PROBLEM_JSON,
         headers=problem.headers,
@@ -354,13 +358,40 @@ UNSTORABLE_TEXT_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+def problem_for(exc: Exception, method: str, path: str) -> Problem:
+    """The problem a request answers with when ``exc`` was raised while serving it.
+
+    Failures of the database are logged as warnings, unexpected errors with their traceback (so
+    call this where ``exc`` is being handled); neither is shown to the client beyond its problem.
+    """
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, UNAVAILABLE_ERRORS) or (
+        isinstance(exc, asyncpg.InterfaceError) and _connection_lost(exc)
+    ):
+        logger.warning("database unavailable on %s: %r", path, exc)
+        if isinstance(exc, asyncpg.LockNotAvailableError):
+            detail = "The counter is locked by another transaction for too long; retry."
+        elif isinstance(exc, TimeoutError):
+            detail = "No database connection became free in time; retry."
+        else:
+            detail = "The database is not reachable right now; retry."
+        return Unavailable(detail)
+    if isinstance(exc, UNSTORABLE_TEXT_ERRORS):
+        return InvalidRequest(
+            "The request contains text the database cannot store (such as a NUL character)."
+        )
+    logger.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return Problem("An unexpected error occurred.")
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Route every exception to a problem response; unexpected ones are logged, not shown."""
     _document_problems(app)
 
-    async def on_problem(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, Problem)
-        return problem_response(exc, request.url.path)
+    async def on_error(request: Request, exc: Exception) -> Response:
+        problem = problem_for(exc, request.method, request.url.path)
+        return problem_response(problem, request.url.path)
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -373,37 +404,14 @@ def install_problem_handlers(app: FastAPI) -> None:
             problem.headers["Allow"] = ", ".join(_allowed_methods(request))
         return problem_response(problem, request.url.path)
 
-    async def on_unavailable(request: Request, exc: Exception) -> Response:
-        logger.warning("database unavailable on %s: %r", request.url.path, exc)
-        if isinstance(exc, asyncpg.LockNotAvailableError):
-            detail = "The counter is locked by another transaction for too long; retry."
-        elif isinstance(exc, TimeoutError):
-            detail = "No database connection became free in time; retry."
-        else:
-            detail = "The database is not reachable right now; retry."
-        return problem_response(Unavailable(detail), request.url.path)
-
-    async def on_unstorable(request: Request, exc: Exception) -> Response:
-        unstorable = InvalidRequest(
-            "The request contains text the database cannot store (such as a NUL character)."
-        )
-        return problem_response(unstorable, request.url.path)
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(Problem("An unexpected error occurred."), request.url.path)
-
-    async def on_interface(request: Request, exc: Exception) -> Response:
-        if _connection_lost(exc):
-            return await on_unavailable(request, exc)
-        return await on_unexpected(request, exc)
-
-    app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
-    for kind in UNAVAILABLE_ERRORS:
-        app.add_exception_handler(kind, on_unavailable)
-    app.add_exception_handler(asyncpg.InterfaceError, on_interface)
-    for kind in UNSTORABLE_TEXT_ERRORS:
-        app.add_exception_handler(kind, on_unstorable)
-    app.add_exception_handler(Exception, on_unexpected)
+    kinds: tuple[type[Exception], ...] = (
+        Problem,
+        *UNAVAILABLE_ERRORS,
+        asyncpg.InterfaceError,
+        *UNSTORABLE_TEXT_ERRORS,
+        Exception,
+    )
+    for kind in kinds:
+        app.add_exception_handler(kind, on_error)

@@ -6,12 +6,11 @@ under ``/series/{name}/numbers/`` on GET, so it is declared last: a GET route ad
 must come before it.
 """
 
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 
-from app import exports, ledger
+from app import exports, fastpath, ledger
 from app.definition import CounterKey, Series
 from app.deps import (
     JSON_BODY_PROBLEMS,
@@ -36,9 +35,7 @@ from app.errors import (
     SeriesNotFound,
     TooManyExports,
 )
-from app.idempotency import KEY_PATTERN, REPLAYED_HEADER, REPLAYED_RESPONSE, request_hash
-from app.issued import Claim, Issued
-from app.issuing import Answer, check_count
+from app.idempotency import KEY_PATTERN, REPLAYED_RESPONSE
 from app.schemas import (
     COUNTER_VARIABLES_PATTERN,
     PERIOD_PATTERN,
@@ -88,43 +85,9 @@ async def _with_ledger(services: Services, tenant_id: int, name: str) -> Series:
     return series
 
 
-def _claim(key: str | None, endpoint: str, body: NextRequest) -> Claim | None:
-    """The request's fingerprint is computed only when a key asks for it."""
-    if key is None:
-        return None
-    return Claim(key, request_hash(endpoint, body.model_dump(mode="json")))
-
-
-def _answer(answer: Answer) -> Response:
-    headers = {REPLAYED_HEADER: "true"} if answer.replayed else None
-    return Response(answer.body, answer.status, headers, media_type="application/json")
-
-
-def _one(issued: Issued) -> bytes:
-    return json.dumps(
-        {
-            "series": issued.series,
-            "number": issued.numbers[0],
-            "value": issued.values[0],
-            "period": issued.period,
-            "date": issued.date.isoformat(),
-            "issued_at": issued.issued_at.isoformat(),
-        }
-    ).encode()
-
-
-def _many(issued: Issued) -> bytes:
-    return json.dumps(
-        {
-            "series": issued.series,
-            "period": issued.period,
-            "date": issued.date.isoformat(),
-            "issued_at": issued.issued_at.isoformat(),
-            "count": len(issued.values),
-            "numbers": issued.numbers,
-            "values": issued.values,
-        }
-    ).encode()
+# POST next and batch are served by app.fastpath before routing ever sees them. These
+# declarations are the one source of their OpenAPI document (parameters, bodies, answers and
+# problems) and never run: if one were reached, it would fail loudly instead of serving.
 
 
 @router.post(
@@ -137,21 +100,10 @@ def _many(issued: Issued) -> bytes:
 async def next_number(
     name: SeriesNameParam,
     principal: PrincipalDep,
-    services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
     body: Annotated[NextRequest | None, Body()] = None,
 ) -> Response:
-    body = body or NextRequest()
-    series = await services.catalog.get(principal.tenant_id, name)
-    answer = await services.issuer.issue(
-        series,
-        count=1,
-        date=body.date,
-        variables=body.variables,
-        claim=_claim(idempotency_key, "next", body),
-        respond=_one,
-    )
-    return _answer(answer)
+    raise fastpath.documented_only("next")
 
 
 @router.post(
@@ -165,20 +117,9 @@ async def batch(
     name: SeriesNameParam,
     body: BatchRequest,
     principal: PrincipalDep,
-    services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    check_count(body.count, services.settings.max_batch)
-    series = await services.catalog.get(principal.tenant_id, name)
-    answer = await services.issuer.issue(
-        series,
-        count=body.count,
-        date=body.date,
-        variables=body.variables,
-        claim=_claim(idempotency_key, "batch", body),
-        respond=_many,
-    )
-    return _answer(answer)
+    raise fastpath.documented_only("batch")
 
 
 CSV_EXAMPLE = (

@@ -157,3 +157,47 @@ def reference(database_url: str, out: Path, workers: int) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+# The peers: the forum's Django project under gunicorn with 4 sync workers, as it would be deployed.
+PEER_WORKERS = 4
+PEER_SETTINGS = "bench.peers.settings"
+
+
+def peer_environment(database_url: str) -> dict[str, str]:
+    return {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": PEER_SETTINGS}
+
+
+@contextmanager
+def peers(database_url: str, out: Path) -> Iterator[Server]:
+    """gunicorn serving bench.peers with ``PEER_WORKERS`` sync workers on a free loopback port."""
+    port = free_port()
+    log = out / f"peers-{port}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--workers",
+                str(PEER_WORKERS),
+                "--worker-class",
+                "sync",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--log-level",
+                "warning",
+                "bench.peers.wsgi:application",
+            ],
+            cwd=ROOT,
+            env=peer_environment(database_url),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    service = ServiceProcess(process, port, log)
+    wait_until_ready(service)
+    server = Server("peers", PEER_WORKERS, service)
+    try:
+        yield server
+    finally:
+        server.stop()

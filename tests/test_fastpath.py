@@ -1,6 +1,7 @@
 """The lean path (app.fastpath) serves every POST to next and batch, answers and refusals alike;
 their FastAPI declarations only document them."""
 
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -96,6 +97,46 @@ async def test_a_streamed_body_past_the_limit_is_413_on_the_lean_path(
     assert response.headers["x-request-id"]
     counters = (await client.get("/series/s", headers=tenant.admin)).json()["counters"]
     assert counters == []
+
+
+async def asgi_post(app: Any, path: str, headers: dict[str, str], body: bytes) -> list[str]:
+    """POST through the app's ASGI interface as a server would; returns, for each message the app
+    sent, the name of the function that called the server's ``send``."""
+    callers: list[str] = []
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        + [(b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("docnum.test", 80),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        callers.append(sys._getframe(1).f_code.co_name)
+
+    await app(scope, receive, send)
+    return callers
+
+
+async def test_the_lean_path_writes_to_the_servers_send_without_wrappers(
+    app: Any, client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "c", mode="cached")
+    json = {**tenant.issuer, "content-type": "application/json"}
+    for body in (b"{}", b'{"count": 0}'):  # an answer and a refusal
+        callers = await asgi_post(app, "/series/c/next", json, body)
+        assert callers == ["serve", "serve"]
 
 
 @pytest.mark.parametrize(

@@ -394,9 +394,13 @@ def problem_body(problem: Problem, instance: str | None = None) -> dict[str, Any
     return body
 
 
+def problem_bytes(problem: Problem, instance: str | None = None) -> bytes:
+    return json.dumps(problem_body(problem, instance)).encode()
+
+
 def problem_response(problem: Problem, instance: str | None = None) -> Response:
     return Response(
-        json.dumps(problem_body(problem, instance)),
+        problem_bytes(problem, instance),
         status_code=problem.status,
         media_type=PROBLEM_JSON,
         headers=problem.headers,

@@ -35,14 +35,12 @@ import logging
 import secrets
 import sys
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from logging.handlers import QueueHandler, QueueListener
 from typing import Any, TextIO
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.settings import Settings
 
@@ -58,9 +56,6 @@ ACCESS_MESSAGE = "%s %s %d %.1fms id=%s"
 WRITE_EVERY_SECONDS = 0.05
 # The writer writes at least this often while records keep coming, so no batch grows without end.
 WRITE_EVERY_LINES = 256
-
-# Takes (method, route template, status, seconds) of every finished request.
-Observe = Callable[[str, str, int, float], None]
 
 current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "current_request_id", default=None
@@ -337,72 +332,42 @@ def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
     return secrets.token_hex(8)
 
 
-class RequestLogMiddleware:
-    """Logs each HTTP request once it is answered and hands its measurements to ``observe``.
+def log_request(
+    method: str,
+    path: str,
+    route: str,
+    series: str | None,
+    status: int,
+    seconds: float,
+    request_id: str,
+) -> None:
+    """The access line of one answered request (the request layer, app.middleware, calls this).
 
-    Plain ASGI rather than ``BaseHTTPMiddleware``: it adds one wrapped ``send`` per request and no
-    extra task. The route is the template that matched (``/series/{name}/next``), never the raw
-    path, so metrics keep a bounded number of labels.
+    ``route`` is the template that matched (``/series/{name}/next``), never the raw path, so
+    metrics keep a bounded number of labels.
     """
-
-    def __init__(self, app: ASGIApp, *, observe: Observe) -> None:
-        self.app = app
-        self.observe = observe
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = request_id_from(scope["headers"])
-        echoed = (REQUEST_ID_HEADER, request_id.encode())
-        status = 500  # what the client gets if the app raises before answering
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), echoed]
-            await send(message)
-
-        token = current_request_id.set(request_id)
-        started = time.perf_counter()
-        try:
-            await self.app(scope, receive, send_with_id)
-        except BaseException:
-            # The id stays set: the error handler outside this middleware logs the failure with it.
-            self._finish(scope, request_id, status, time.perf_counter() - started)
-            raise
-        self._finish(scope, request_id, status, time.perf_counter() - started)
-        current_request_id.reset(token)
-
-    def _finish(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
-        method: str = scope["method"]
-        route: str = getattr(scope.get("route"), "path_format", None) or UNMATCHED
-        self.observe(method, route, status, seconds)
-        if not access_logger.isEnabledFor(logging.INFO):
-            return
-        path: str = scope["path"]
-        milliseconds = round(seconds * 1000, 3)
-        fields: dict[str, Any] = {
-            "method": method,
-            "path": path,
-            "route": route,
-            "status": status,
-            "duration_ms": milliseconds,
-        }
-        series = scope.get("path_params", {}).get("name")
-        if series is not None:
-            fields["series"] = series
-        # What access_logger.info would make, without looking up the calling frame: the line
-        # says where the request went, not which line of code logged it.
-        record = access_logger.makeRecord(
-            ACCESS_LOGGER,
-            logging.INFO,
-            "",
-            0,
-            ACCESS_MESSAGE,
-            (method, path, status, milliseconds, request_id),
-            None,
-            extra={"fields": fields, "request_id": request_id},
-        )
-        access_logger.handle(record)
+    if not access_logger.isEnabledFor(logging.INFO):
+        return
+    milliseconds = round(seconds * 1000, 3)
+    fields: dict[str, Any] = {
+        "method": method,
+        "path": path,
+        "route": route,
+        "status": status,
+        "duration_ms": milliseconds,
+    }
+    if series is not None:
+        fields["series"] = series
+    # What access_logger.info would make, without looking up the calling frame: the line
+    # says where the request went, not which line of code logged it.
+    record = access_logger.makeRecord(
+        ACCESS_LOGGER,
+        logging.INFO,
+        "",
+        0,
+        ACCESS_MESSAGE,
+        (method, path, status, milliseconds, request_id),
+        None,
+        extra={"fields": fields, "request_id": request_id},
+    )
+    access_logger.handle(record)

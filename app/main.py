@@ -2,14 +2,16 @@
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from starlette.types import ASGIApp
 
-from app import __version__, admin, docs_pages, logs, metrics
+from app import __version__, admin, docs_pages, fastpath, logs, metrics
 from app.admin.web import error_page as portal_error_page
 from app.errors import install_problem_handlers
-from app.middleware import GuardMiddleware
+from app.middleware import RequestLayer
 from app.routes import audit, health, keys, numbers, problems, series
 from app.routes import metrics as metrics_route
 from app.services import running
@@ -42,6 +44,24 @@ def operation_id(route: APIRoute) -> str:
     return first + "".join(word.capitalize() for word in rest)
 
 
+class Docnum(FastAPI):
+    """FastAPI with the request layer (app.middleware) outside all of FastAPI's own middleware,
+    so the lean path's requests pass through nothing else."""
+
+    def __init__(self, settings: Settings, **options: Any) -> None:
+        self.limits = settings
+        super().__init__(**options)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestLayer(
+            super().build_middleware_stack(),
+            state=self.state,
+            observe=metrics.observe_request,
+            max_body_bytes=self.limits.max_body_bytes,
+            max_concurrent=self.limits.max_concurrent_requests,
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logs.configure(settings)
@@ -53,7 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 app.state.services = services
                 yield
 
-    app = FastAPI(
+    app = Docnum(
+        settings,
         title="Docnum",
         version=__version__,
         description=DESCRIPTION,
@@ -64,16 +85,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     install_problem_handlers(app, page=portal_error_page)
-    app.add_middleware(
-        GuardMiddleware,
-        max_body_bytes=settings.max_body_bytes,
-        max_concurrent=settings.max_concurrent_requests,
-    )
-    # Outermost, so requests the guards refuse are logged and counted too.
-    app.add_middleware(logs.RequestLogMiddleware, observe=metrics.observe_request)
     for module in (health, series, numbers, keys, audit, problems):
         app.include_router(module.router)
     app.include_router(metrics_route.router)
     docs_pages.install(app)
     admin.install(app, settings)
+    fastpath.check_declared(numbers.router.routes)
     return app

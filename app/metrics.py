@@ -66,8 +66,16 @@ def observe_request(method: str, route: str, status: int, seconds: float) -> Non
     children[1].observe(seconds)
 
 
+# The labelled child of each (tenant, series, mode), for the same reason: one per series.
+_issued_children: dict[tuple[int, str, str], Counter] = {}
+
+
 def count_issued(series: "Series", count: int) -> None:
-    ISSUED.labels(str(series.tenant_id), series.name, series.mode).inc(count)
+    labels = (series.tenant_id, series.name, series.mode)
+    child = _issued_children.get(labels)
+    if child is None:
+        child = _issued_children[labels] = ISSUED.labels(str(labels[0]), labels[1], labels[2])
+    child.inc(count)
 
 
 def count_block_refill(series: "Series") -> None:

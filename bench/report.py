@@ -14,7 +14,7 @@ class Row:
     """One measured point: a scenario at one worker count and one number of connections."""
 
     scenario: str
-    kind: str  # "docnum", "reference" or "pgbench"
+    kind: str  # "docnum", "reference", "peer" or "pgbench"
     workers: int | None  # None for pgbench, which talks to PostgreSQL directly
     connections: int
     numbers_per_request: int
@@ -48,6 +48,52 @@ def ratio(rows: list[Row], row: Row) -> float | None:
     if base is None or base.per_second == 0:
         return None
     return row.per_second / base.per_second
+
+
+# The peers (bench/peers) and Docnum's goals against the forum's select_for_update pattern.
+PEERS = ("select_for_update", "django-sequences", "trigger")
+SELECT_FOR_UPDATE = "select_for_update"
+PEER_GOALS = (("gapless", 5.0), ("cached", 12.0))
+
+
+def peer_ratio(rows: list[Row], scenario: str, workers: int, peer: str, top: int) -> float | None:
+    """Docnum's req/s for ``scenario`` at ``workers`` over the peer's, both at ``top``
+    connections (the peer with the workers it runs with)."""
+    mine = find(rows, scenario, workers, top)
+    theirs = next(
+        (r for r in rows if r.scenario == peer and r.connections == top and r.kind == "peer"), None
+    )
+    if mine is None or theirs is None or not mine.measured.requests or theirs.per_second == 0:
+        return None
+    return mine.per_second / theirs.per_second
+
+
+def peer_table(rows: list[Row], workers: tuple[int, ...], top: int) -> list[str]:
+    """Docnum ÷ each peer at ``top`` connections, per mode and worker count."""
+    lines = [
+        "| Docnum | workers | req/s | " + " | ".join(f"÷ {peer}" for peer in PEERS) + " |",
+        "|---|--:|--:|" + "--:|" * len(PEERS),
+    ]
+    for w in workers:
+        for mode in ("gapless", "sequence", "cached"):
+            mine = find(rows, f"next-{mode}", w, top)
+            ratios = [peer_ratio(rows, f"next-{mode}", w, peer, top) for peer in PEERS]
+            lines.append(
+                f"| {mode} next | {w} | {_cell(None if mine is None else mine.per_second)} | "
+                + " | ".join("-" if r is None else f"{r:.1f}x" for r in ratios)
+                + " |"
+            )
+    peers = [r for r in rows if r.kind == "peer" and r.connections == top]
+    lines.append("")
+    lines.append(
+        "Peers at the same connections: "
+        + ", ".join(
+            f"{r.scenario} {r.per_second:,.0f} req/s (p99 {r.measured.p99_ms:.0f} ms)"
+            for r in peers
+        )
+        + "."
+    )
+    return lines
 
 
 @dataclass(frozen=True)
@@ -120,9 +166,19 @@ def targets(
         workers_text = f"{w} worker{'s' if w > 1 else ''}"
         at = f"{workers_text}, {top} connections"
         found += [
-            Target(f"cached next / constant ({at})", share("next-cached", w), 0.9, True, "x"),
-            Target(f"sequence next / nextval ({at})", share("next-sequence", w), 0.9, True, "x"),
-            Target(f"gapless next / nextval ({at})", share("next-gapless", w), 0.8, True, "x"),
+            Target(f"cached next / constant ({at})", share("next-cached", w), 1.0, True, "x"),
+            Target(f"sequence next / nextval ({at})", share("next-sequence", w), 1.0, True, "x"),
+            Target(f"gapless next / nextval ({at})", share("next-gapless", w), 1.0, True, "x"),
+        ]
+        found += [
+            Target(
+                f"{mode} next / forum's select_for_update ({at}; the peer: 4 sync workers)",
+                peer_ratio(rows, f"next-{mode}", w, SELECT_FOR_UPDATE, top),
+                goal,
+                True,
+                "x",
+            )
+            for mode, goal in PEER_GOALS
         ]
         for mode in ("cached", "gapless"):
             one = answered(f"batch10000-{mode}", w, 1)
@@ -282,6 +338,9 @@ STYLES: dict[str, tuple[str, str]] = {
     "batch10000-gapless": ("tab:green", "-"),
     "batch1000-cached": ("tab:pink", "--"),
     "batch10000-cached": ("tab:orange", "-"),
+    "select_for_update": ("tab:gray", "-."),
+    "django-sequences": ("tab:olive", "-."),
+    "trigger": ("tab:cyan", "-."),
     "pgbench nextval": ("grey", ":"),
     "pgbench counter+1": ("black", ":"),
 }
@@ -332,6 +391,13 @@ def plot(rows: list[Row], workers: tuple[int, ...], path: Path) -> None:
                 _line(bottom, points, scenario, lambda r: r.numbers_per_second)
             else:
                 _line(top, points, scenario, lambda r: r.per_second)
+        for peer in PEERS:  # the peers run with their own workers: shown in every column
+            points = sorted(
+                (r for r in measured if r.kind == "peer" and r.scenario == peer),
+                key=lambda r: r.connections,
+            )
+            if points:
+                _line(top, points, peer, lambda r: r.per_second)
         for statement in ("nextval", "counter+1"):
             points = sorted(
                 (r for r in database if r.scenario == statement), key=lambda r: r.connections
@@ -354,7 +420,8 @@ def plot(rows: list[Row], workers: tuple[int, ...], path: Path) -> None:
     for row in axes:
         row[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     figure.suptitle(
-        "Docnum throughput against connections (dashed: references; dotted: pgbench, no HTTP)"
+        "Docnum throughput against connections (dashed: references; dash-dot: the Django peers; "
+        "dotted: pgbench, no HTTP)"
     )
     figure.tight_layout()
     figure.savefig(path, dpi=110)

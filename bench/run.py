@@ -38,6 +38,7 @@ from bench.load import (
     run_wrk,
     start_wrk,
 )
+from bench.peers.schema import TRIGGER
 from bench.reference_app import CREATE_SEQUENCE
 from bench.report import (
     LogRun,
@@ -45,6 +46,7 @@ from bench.report import (
     http_table,
     log_cost_table,
     log_cost_target,
+    peer_table,
     pgbench_table,
     plot,
     target_table,
@@ -56,6 +58,8 @@ from bench.servers import (
     cpu_seconds,
     cpu_used,
     docnum,
+    peer_environment,
+    peers,
     postgres_processes,
     reference,
 )
@@ -103,6 +107,11 @@ BATCH_10000 = (_batch("gapless", 10000), _batch("cached", 10000))
 REFERENCES = (
     Scenario("constant", "/constant", kind="reference"),
     Scenario("nextval", "/nextval", kind="reference"),
+)
+PEERS = (
+    Scenario("select_for_update", "/select_for_update", kind="peer"),
+    Scenario("django-sequences", "/django-sequences", kind="peer"),
+    Scenario("trigger", "/trigger", kind="peer"),
 )
 ALL_SCENARIOS = {s.name: s for s in (*NEXT, IDEMPOTENT, *BATCH_1000, *BATCH_10000)}
 
@@ -469,6 +478,13 @@ def write_results(bench: Bench, elapsed: float, command: str) -> None:
         "",
         *http_table(rows),
         "",
+        "## Docnum ÷ peers",
+        "",
+        "What users run today, on the same PostgreSQL in the same run (bench/peers: Django + "
+        "gunicorn, 4 sync workers): Docnum's req/s at the most connections divided by the peer's.",
+        "",
+        *peer_table(rows, plan.workers, max(plan.connections)),
+        "",
         "## PostgreSQL alone (pgbench, prepared statements)",
         "",
         *pgbench_table(rows),
@@ -495,14 +511,52 @@ def write_results(bench: Bench, elapsed: float, command: str) -> None:
         json.dumps([{**asdict(r), "per_second": r.per_second} for r in rows], indent=1)
     )
     plot(rows, plan.workers, plan.png)
-    print("\n".join(["", *target_table(found), "", *http_table(rows), "", *pgbench_table(rows)]))
+    top = max(plan.connections)
+    print(
+        "\n".join(
+            [
+                "",
+                *target_table(found),
+                "",
+                *http_table(rows),
+                "",
+                *peer_table(rows, plan.workers, top),
+                "",
+                *pgbench_table(rows),
+            ]
+        )
+    )
     print(f"\nwrote {plan.results} and {plan.png}")
 
 
 def count_points(plan: Plan) -> int:
     per_workers = sum(len(plan.connections_for(s)) for s in (*plan.scenarios, *REFERENCES))
     pgbench = len(PGBENCH_SCRIPTS) * len(plan.connections)
-    return per_workers * len(plan.workers) + 2 * plan.log_pairs + pgbench
+    peer_points = len(PEERS) * len(plan.connections)
+    return per_workers * len(plan.workers) + 2 * plan.log_pairs + pgbench + peer_points
+
+
+async def _execute(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def peers_phase(bench: Bench) -> Iterator[str]:
+    """The forum's patterns under gunicorn on the same PostgreSQL: Django creates their tables,
+    then the trigger and the counter row the thread initialises by hand are added."""
+    yield "peers: Django + gunicorn, select_for_update, django-sequences, trigger"
+    subprocess.run(
+        [sys.executable, "-m", "django", "migrate", "--run-syncdb", "--verbosity", "0"],
+        cwd=ROOT,
+        env=peer_environment(bench.database_url),
+        check=True,
+    )
+    asyncio.run(_execute(bench.database_url, TRIGGER))
+    with peers(bench.database_url, bench.out) as server:
+        matrix(bench, server, PEERS)
 
 
 def prepare(bench: Bench, server: Server) -> None:
@@ -540,6 +594,7 @@ def phases(bench: Bench, profiles: list[str], native: bool) -> Iterator[str]:
         yield f"references, {workers} worker(s)"
         with reference(bench.database_url, bench.out, workers) as server:
             matrix(bench, server, REFERENCES)
+    yield from peers_phase(bench)
     yield from log_cost_phase(bench)
     yield "pgbench"
     pgbench_phase(bench)

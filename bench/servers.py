@@ -5,6 +5,7 @@ uvicorn with the given number of workers. Memory is the RSS summed over the tree
 workers); CPU is counted per process so a run can be read as "which side was busy".
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -124,36 +125,76 @@ def docnum(
 
 
 @contextmanager
-def reference(database_url: str, out: Path, workers: int) -> Iterator[Server]:
-    """The reference app under uvicorn, with the options ``docnum serve`` gives uvicorn."""
+def _serving(
+    name: str, workers: int, out: Path, command: list[str], env: dict[str, str]
+) -> Iterator[Server]:
+    """Run ``command`` from the project's root until the block ends, ``{port}`` in its arguments
+    replaced by a free loopback port; it is ready once its /readyz answers."""
     port = free_port()
-    log = out / f"reference-{port}.log"
+    log = out / f"{name}-{port}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "bench.reference_app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
+            [part.format(port=port) for part in command],
             cwd=ROOT,
-            env={**os.environ, **_environment(database_url, out)},
+            env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
     service = ServiceProcess(process, port, log)
     wait_until_ready(service)
-    server = Server("reference", workers, service)
+    server = Server(name, workers, service)
     try:
         yield server
     finally:
         server.stop()
+
+
+def reference(
+    database_url: str, out: Path, workers: int
+) -> "contextlib.AbstractContextManager[Server]":
+    """The reference app under uvicorn, with the options ``docnum serve`` gives uvicorn."""
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.reference_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    env = {**os.environ, **_environment(database_url, out)}
+    return _serving("reference", workers, out, command, env)
+
+
+# The peers: the forum's Django project under gunicorn with 4 sync workers, as it would be deployed.
+PEER_WORKERS = 4
+PEER_SETTINGS = "bench.peers.settings"
+
+
+def peer_environment(database_url: str) -> dict[str, str]:
+    return {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": PEER_SETTINGS}
+
+
+def peers(database_url: str, out: Path) -> "contextlib.AbstractContextManager[Server]":
+    """gunicorn serving bench.peers with ``PEER_WORKERS`` sync workers on a free loopback port."""
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers",
+        str(PEER_WORKERS),
+        "--worker-class",
+        "sync",
+        "--bind",
+        "127.0.0.1:{port}",
+        "--log-level",
+        "warning",
+        "bench.peers.wsgi:application",
+    ]
+    return _serving("peers", PEER_WORKERS, out, command, peer_environment(database_url))

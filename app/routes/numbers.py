@@ -9,13 +9,11 @@ A ``201`` names what it issued in ``Location``: the lookup URL of the number (of
 a batch), when the series keeps the ledger that serves it; replays carry it too.
 """
 
-import json
 from typing import Annotated, Literal
-from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Query, Request, Response
 
-from app import exports, ledger
+from app import exports, fastpath, ledger
 from app.database import Connection
 from app.definition import CounterKey, Series
 from app.deps import (
@@ -46,9 +44,7 @@ from app.errors import (
     SeriesNotFound,
     TooManyExports,
 )
-from app.idempotency import REPLAYED_HEADER, claim_of
-from app.issued import Claim, Issued
-from app.issuing import Answer, check_count
+from app.idempotency import REPLAYED_HEADER
 from app.negotiation import negotiate
 from app.schemas import (
     COUNTER_VARIABLES_PATTERN,
@@ -89,62 +85,9 @@ async def _with_ledger(services: Services, tenant_id: int, name: str) -> Series:
     return series
 
 
-def _claim(key: str | None, endpoint: str, body: NextRequest) -> Claim | None:
-    """The request's fingerprint is computed only when a key asks for it."""
-    if key is None:
-        return None
-    return claim_of(key, endpoint, body.model_dump(mode="json"))
-
-
-def number_url(series: str, number: str) -> str:
-    """The lookup URL of a number, percent-encoded whatever characters it has."""
-    return f"/series/{series}/numbers/{quote(number, safe='')}"
-
-
-def _location(series: Series, answer: Answer) -> dict[str, str]:
-    """The Location of an issuing answer: its (first) number's lookup URL, if the series keeps a
-    ledger to look it up in. A replay has only the stored body to read the number from."""
-    if not series.ledger:
-        return {}
-    if answer.issued is not None:
-        number = answer.issued.numbers[0]
-    else:
-        stored = json.loads(answer.body)
-        number = stored["number"] if "number" in stored else stored["numbers"][0]
-    return {"Location": number_url(series.name, number)}
-
-
-def _answer(answer: Answer, series: Series) -> Response:
-    return json_answer(
-        answer.status, answer.body, replayed=answer.replayed, headers=_location(series, answer)
-    )
-
-
-def _one(issued: Issued) -> bytes:
-    return json.dumps(
-        {
-            "series": issued.series,
-            "number": issued.numbers[0],
-            "value": issued.values[0],
-            "period": issued.period,
-            "date": issued.date.isoformat(),
-            "issued_at": issued.issued_at.isoformat(),
-        }
-    ).encode()
-
-
-def _many(issued: Issued) -> bytes:
-    return json.dumps(
-        {
-            "series": issued.series,
-            "period": issued.period,
-            "date": issued.date.isoformat(),
-            "issued_at": issued.issued_at.isoformat(),
-            "count": len(issued.values),
-            "numbers": issued.numbers,
-            "values": issued.values,
-        }
-    ).encode()
+# POST next and batch are served by app.fastpath before routing ever sees them. These
+# declarations are the one source of their OpenAPI document (parameters, bodies, answers and
+# problems) and never run: if one were reached, it would fail loudly instead of serving.
 
 
 @router.post(
@@ -157,21 +100,10 @@ def _many(issued: Issued) -> bytes:
 async def next_number(
     name: SeriesNameParam,
     principal: PrincipalDep,
-    services: ServicesDep,
     idempotency_key: IdempotencyKeyHeader = None,
     body: Annotated[NextRequest | None, Body()] = None,
 ) -> Response:
-    body = body or NextRequest()
-    series = await services.catalog.get(principal.tenant_id, name)
-    answer = await services.issuer.issue(
-        series,
-        count=1,
-        date=body.date,
-        variables=body.variables,
-        claim=_claim(idempotency_key, "next", body),
-        respond=_one,
-    )
-    return _answer(answer, series)
+    raise fastpath.documented_only("next")
 
 
 @router.post(
@@ -185,20 +117,9 @@ async def issue_batch(
     name: SeriesNameParam,
     body: BatchRequest,
     principal: PrincipalDep,
-    services: ServicesDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
-    check_count(body.count, services.settings.max_batch)
-    series = await services.catalog.get(principal.tenant_id, name)
-    answer = await services.issuer.issue(
-        series,
-        count=body.count,
-        date=body.date,
-        variables=body.variables,
-        claim=_claim(idempotency_key, "batch", body),
-        respond=_many,
-    )
-    return _answer(answer, series)
+    raise fastpath.documented_only("batch")
 
 
 CSV_EXAMPLE = (

@@ -4,7 +4,10 @@ A key is ``dn_<prefix>_<secret>``: the prefix finds the row and is what people s
 the audit trail; the whole key is stored only as a SHA-256 (the secret has 256 random bits, so a
 slow password hash would add cost and no safety). Verified keys are trusted from memory for a few
 seconds, so issuing a number costs no authentication query; a revoked key stops working within
-that time on every process, and at once on the process that revoked it.
+that time on every process, and at once on the process that revoked it. A well-formed key that
+was refused is refused from memory for as long, so a client retrying with a wrong key costs no
+query either. A process remembers at most ``size`` keys of each kind (setting ``cached_keys``),
+dropping the one used least recently.
 """
 
 import asyncio
@@ -19,6 +22,7 @@ from typing import Literal
 import asyncpg
 
 from app.errors import Forbidden, Unauthorized
+from app.lru import LRU
 
 Scope = Literal["issue", "admin"]
 SCOPES: tuple[Scope, ...] = ("issue", "admin")
@@ -33,6 +37,7 @@ FROM tenants AS t
 WHERE k.prefix = $1 AND k.revoked_at IS NULL AND t.id = k.tenant_id
 RETURNING k.id, k.tenant_id, t.name AS tenant, k.prefix, k.name, k.scope, k.secret_hash
 """
+UNKNOWN_KEY = "The API key is unknown or revoked."
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +73,11 @@ def hash_key(key: str) -> bytes:
 
 
 class Authenticator:
-    def __init__(self, pool: asyncpg.Pool, cache_seconds: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, cache_seconds: float, size: int) -> None:
         self._pool = pool
         self._cache_seconds = cache_seconds
-        self._cache: dict[bytes, tuple[Principal, float]] = {}
+        self._cache: LRU[bytes, tuple[Principal, float]] = LRU(size)
+        self._refused: LRU[bytes, float] = LRU(size)  # digest -> until when
         self._lookups: dict[bytes, asyncio.Task[Principal]] = {}
 
     async def verify(self, key: str) -> Principal:
@@ -79,6 +85,9 @@ class Authenticator:
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
+        refused = self._refused.get(digest)
+        if refused is not None and refused > time.monotonic():
+            raise Unauthorized(UNKNOWN_KEY)
         # Requests with the same key share one lookup: a burst arriving as the cached entry
         # expires would otherwise queue one UPDATE per request on the key's row.
         lookup = self._lookups.get(digest)
@@ -95,7 +104,8 @@ class Authenticator:
         row = await self._pool.fetchrow(USE_KEY, match.group(1))
         if row is None or not hmac.compare_digest(row["secret_hash"], digest):
             self._cache.pop(digest, None)
-            raise Unauthorized("The API key is unknown or revoked.")
+            self._refused[digest] = now + self._cache_seconds
+            raise Unauthorized(UNKNOWN_KEY)
         principal = Principal(
             tenant_id=row["tenant_id"],
             tenant=row["tenant"],
@@ -104,8 +114,6 @@ class Authenticator:
             name=row["name"],
             scope=row["scope"],
         )
-        if len(self._cache) > 10_000:
-            self._cache.clear()
         self._cache[digest] = (principal, now + self._cache_seconds)
         return principal
 

@@ -115,6 +115,10 @@ class SeriesExhausted(Conflict):
     slug, title = "series-exhausted", "Series is exhausted"
 
 
+class TooManyCounters(Conflict):
+    slug, title = "too-many-counters", "The series has as many counters as it may have"
+
+
 class NumberCollision(Conflict):
     slug, title = "number-collision", "Number already in the ledger"
 

@@ -34,6 +34,7 @@ from app.errors import (
     SeriesArchived,
     SeriesExhausted,
     SeriesNotFound,
+    TooManyCounters,
     TooManyExports,
 )
 from app.idempotency import KEY_PATTERN, REPLAYED_HEADER, REPLAYED_RESPONSE, request_hash
@@ -71,6 +72,7 @@ ISSUE_RESPONSES = {
         SeriesNotFound,
         SeriesArchived,
         SeriesExhausted,
+        TooManyCounters,
         NumberCollision,
         IdempotencyKeyInFlight,
         IdempotencyKeyReused,

@@ -9,11 +9,12 @@ limit reports exhaustion instead of overflowing.
 
 A series has at most ``max_counters`` counters (the setting ``max_counters_per_series``): the
 statements that create a counter (this one, and sequence mode's in app.sequences) create none past
-it. The check costs one look-up of the counter's key in the index the statement probes anyway;
-only for a counter that does not exist yet does it count the series' counters, reading at most
-``max_counters`` index entries. Each statement counts in its own snapshot, so requests creating
-counters of one series at the same moment can each see room for one more: the limit can be passed
-by at most the number of such requests, never by a request alone.
+it. They read the series' ``counter_count``, which a trigger on ``counters`` keeps (migration
+0003), from the row they lock anyway, so the check costs nothing while the series has room; only a
+full series looks the counter up, to serve the counters it has. The count is read as of the
+statement's start, so requests creating different new counters of one series at the same instant
+can each see room for one more: the series can end up that many requests, minus one, past the
+limit.
 """
 
 from collections.abc import Iterable
@@ -37,21 +38,19 @@ class CounterLimits:
 DEFAULT_LIMITS = CounterLimits()
 
 
-# True when the counter (series $1, period $2, variables $3) exists or the series has fewer than
-# {limit} counters; the count runs only for a counter that does not exist yet (CASE evaluates
-# its branches in order) and reads at most {limit} index entries.
+# True when the series has fewer than {limit} counters (the common case: one column of the row
+# the statement reads anyway), or else when the counter (period $2, variables $3) exists already.
+# Reads the series' row as ``definition``.
 ROOM_FOR_COUNTER = """
-CASE WHEN EXISTS (SELECT FROM counters WHERE series_id = $1 AND period = $2 AND variables = $3)
-     THEN true
-     ELSE (SELECT count(*) FROM (SELECT FROM counters WHERE series_id = $1 LIMIT {limit}) AS n)
-          < {limit}
+CASE WHEN definition.counter_count < {limit} THEN true
+     ELSE EXISTS (SELECT FROM counters WHERE series_id = $1 AND period = $2 AND variables = $3)
 END"""
 
 # Yields no row when the definition is stale ($8 is not the series' version), when fewer than
 # $5 values are left below $7, or when the counter is new and the series has $9 counters already;
 # REFUSAL tells these apart, on that rare path only.
 ADVANCE_COUNTER = f"""
-WITH definition AS (SELECT version FROM series WHERE id = $1 FOR KEY SHARE)
+WITH definition AS (SELECT version, counter_count FROM series WHERE id = $1 FOR KEY SHARE)
 INSERT INTO counters AS c (series_id, period, variables, last_value)
 SELECT $1, $2, $3, $4::bigint + ($5::bigint - 1) * $6::bigint
 FROM definition
@@ -66,7 +65,7 @@ RETURNING last_value
 # counter is missing while the series has $4 counters or more.
 REFUSAL = f"""
 SELECT version, NOT ({ROOM_FOR_COUNTER.format(limit="$4::bigint")}) AS full
-FROM series WHERE id = $1
+FROM series AS definition WHERE id = $1
 """
 
 # Gives back the unused tail of a reserved block, but only if nobody reserved after it: the

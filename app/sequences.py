@@ -28,7 +28,7 @@ from app.lru import LRU
 # No row when the definition is stale ($4 is not the series' version) or when the counter is new
 # and the series has $5 counters already (see app.counters).
 ENSURE_COUNTER = f"""
-WITH definition AS (SELECT version FROM series WHERE id = $1 FOR KEY SHARE)
+WITH definition AS (SELECT version, counter_count FROM series WHERE id = $1 FOR KEY SHARE)
 INSERT INTO counters AS c (series_id, period, variables, last_value)
 SELECT $1, $2, $3, 0 FROM definition
 WHERE definition.version = $4 AND {counters.ROOM_FOR_COUNTER.format(limit="$5::bigint")}

@@ -18,6 +18,7 @@ from app.counters import CounterLimits
 from app.definition import CounterKey, Series
 from app.errors import Unauthorized
 from app.main import create_app
+from app.migrate import load_migrations, migrate
 from app.sequences import FIND_COUNTER, SequenceIssuer
 from app.settings import Settings
 from tests.support import Tenant, assert_problem, create_series, eventually, recording_pool
@@ -26,6 +27,16 @@ LIMIT = 2
 # Well formed, so each is refused for being unknown rather than for its shape.
 WRONG_KEYS = ("dn_00000000_" + "A" * 43, "dn_00000000_" + "B" * 43)
 TOP_OF = "SELECT last_value FROM counters WHERE series_id = $1 AND period = $2 AND variables = $3"
+COUNTED_FROM = "0003"  # the migration that keeps series.counter_count
+NEW_SERIES = """
+INSERT INTO series (tenant_id, name, format, mode, reset, start, step, timezone, ledger)
+VALUES ($1, 's', 'S-{seq}', 'gapless', 'daily', 1, 1, 'UTC', false) RETURNING id
+"""
+NEW_COUNTERS = """
+INSERT INTO counters (series_id, period, variables, last_value)
+SELECT $1, gen_random_uuid()::text, '', 1 FROM generate_series(1, $2)
+"""
+COUNTER_COUNT = "SELECT counter_count FROM series WHERE id = $1"
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +84,24 @@ async def test_a_number_that_needs_a_counter_past_the_series_limit_gets_409_in_e
     assert again.json()["value"] == 2
     found = (await limited.get("/series/s", headers=tenant.admin)).json()["counters"]
     assert len(found) == LIMIT
+
+
+async def test_a_series_keeps_count_of_its_counters_from_before_the_count_was_kept(
+    empty_database_url: str,
+) -> None:
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        shipped = load_migrations()
+        await migrate(conn, [m for m in shipped if m.name < COUNTED_FROM])
+        tenant = await conn.fetchval("INSERT INTO tenants (name) VALUES ('t') RETURNING id")
+        series = await conn.fetchval(NEW_SERIES, tenant)
+        await conn.execute(NEW_COUNTERS, series, 3)
+        await migrate(conn, shipped)
+        assert await conn.fetchval(COUNTER_COUNT, series) == 3
+        await conn.execute(NEW_COUNTERS, series, 2)
+        assert await conn.fetchval(COUNTER_COUNT, series) == 5
+    finally:
+        await conn.close()
 
 
 async def test_the_issuing_routes_declare_the_too_many_counters_problem(

@@ -5,7 +5,9 @@ the audit trail; the whole key is stored only as a SHA-256 (the secret has 256 r
 slow password hash would add cost and no safety). Verified keys are trusted from memory for a few
 seconds, so issuing a number costs no authentication query; a revoked key stops working within
 that time on every process, and at once on the process that revoked it. A key that was refused is
-refused from memory for as long, so a client retrying with a wrong key costs no query either.
+refused from memory for as long, so a client retrying with a wrong key costs no query either. A
+process remembers at most ``size`` keys of each kind (setting ``cached_keys``), dropping the one
+used least recently.
 
 Authentication only reads: it works on a database that accepts no writes (during a failover),
 and a key's secret is verified before anything is recorded about it. When a key was last used is
@@ -27,6 +29,7 @@ from typing import Literal
 import asyncpg
 
 from app.errors import Forbidden, Unauthorized
+from app.lru import LRU
 
 Scope = Literal["issue", "admin"]
 SCOPES: tuple[Scope, ...] = ("issue", "admin")
@@ -38,7 +41,6 @@ logger = logging.getLogger("docnum.auth")
 
 MARK_USED_EVERY_SECONDS = 1.0
 # Memory bounds: past them a cache starts over (it only saves queries).
-MAX_CACHED_KEYS = 10_000
 
 # Revoked keys are never returned.
 FIND_KEY = """
@@ -83,11 +85,11 @@ def hash_key(key: str) -> bytes:
 
 
 class Authenticator:
-    def __init__(self, pool: asyncpg.Pool, cache_seconds: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, cache_seconds: float, size: int) -> None:
         self._pool = pool
         self._cache_seconds = cache_seconds
-        self._cache: dict[bytes, tuple[Principal, float]] = {}
-        self._refused: dict[bytes, float] = {}  # digest -> until when
+        self._cache: LRU[bytes, tuple[Principal, float]] = LRU(size)
+        self._refused: LRU[bytes, float] = LRU(size)  # digest -> until when
         self._lookups: dict[bytes, asyncio.Task[Principal]] = {}
         self._used: set[int] = set()
         self._marker: asyncio.Task[None] | None = None
@@ -99,7 +101,8 @@ class Authenticator:
         if cached is not None and cached[1] > now:
             self._used.add(cached[0].key_id)
             return cached[0]
-        if self._refused.get(digest, 0.0) > now:
+        refused = self._refused.get(digest)
+        if refused is not None and refused > now:
             raise Unauthorized(UNKNOWN_KEY)
         # Requests with the same key share one lookup: a burst arriving as the cached entry
         # expires would otherwise send one query per request.
@@ -119,8 +122,6 @@ class Authenticator:
         row = await self._pool.fetchrow(FIND_KEY, match.group(1))
         if row is None or not hmac.compare_digest(row["secret_hash"], digest):
             self._cache.pop(digest, None)
-            if len(self._refused) >= MAX_CACHED_KEYS:
-                self._refused.clear()
             self._refused[digest] = now + self._cache_seconds
             raise Unauthorized(UNKNOWN_KEY)
         principal = Principal(
@@ -131,8 +132,6 @@ class Authenticator:
             name=row["name"],
             scope=row["scope"],
         )
-        if len(self._cache) >= MAX_CACHED_KEYS:
-            self._cache.clear()
         self._cache[digest] = (principal, now + self._cache_seconds)
         return principal
 

@@ -10,11 +10,19 @@ given back when no other process has reserved after it.
 A lane serves one version of its series' definition (see app.definition): a request that read a
 newer one drops the lane, and its values are skipped rather than handed out under a definition
 that no longer holds; a request that read an older one is sent back to read the series again.
+
+A process keeps lanes for at most ``in_memory`` counters (setting ``cached_counters``), dropping the
+one used least recently. What a dropped lane holds leaves it at once, so nothing it gives back is
+also handed out: a request that was waiting for its next block reserves its value on its own
+instead (looking the lane up again could drop another's lane, and so on, while more counters are
+busy than lanes are kept). The unused values are then given back by one background task, a batch
+of lanes per transaction, as on a clean stop: no request waits for that. Lanes waiting to give
+back are bounded too; past the bound the oldest one's values are skipped, as after a crash.
 """
 
 import asyncio
-import contextlib
 import logging
+from collections import deque
 from dataclasses import dataclass
 
 import asyncpg
@@ -22,10 +30,13 @@ import asyncpg
 from app import counters, metrics
 from app.database import Connection
 from app.definition import CounterKey, Series, StaleDefinition
+from app.lru import LRU
 
 logger = logging.getLogger("docnum.blocks")
 
 PREFETCH_AT = 0.2
+# Dropped lanes whose unused values are given back in one transaction.
+GIVE_BACK_AT_ONCE = 100
 
 
 @dataclass
@@ -54,6 +65,7 @@ class _Lane:
         self.spare: asyncio.Task[_Block] | None = None
         # The reservation that holds a connection: waiting for it needs no other one.
         self.connected: asyncio.Task[_Block] | None = None
+        self.dropped = False  # by the cache: what it held went to a lane of its own
 
 
 def _install(lane: _Lane, spare: "asyncio.Task[_Block]") -> None:
@@ -66,9 +78,14 @@ def _install(lane: _Lane, spare: "asyncio.Task[_Block]") -> None:
 
 
 class BlockIssuer:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, limits: counters.CounterLimits = counters.DEFAULT_LIMITS
+    ) -> None:
         self._pool = pool
-        self._lanes: dict[tuple[int, CounterKey], _Lane] = {}
+        self._max_counters = limits.per_series
+        self._lanes: LRU[tuple[int, CounterKey], _Lane] = LRU(limits.in_memory, self._drop)
+        self._dropped: deque[tuple[CounterKey, _Lane]] = deque(maxlen=limits.in_memory)
+        self._giving_back: asyncio.Task[None] | None = None
 
     async def take(
         self, series: Series, key: CounterKey, count: int, conn: "Connection | None" = None
@@ -81,13 +98,7 @@ class BlockIssuer:
         still needs a connection could wait for ever once every connection of the pool is held
         by a caller doing the same.
         """
-        lane = self._lanes.get((series.id, key))
-        if lane is not None and lane.series.version != series.version:
-            if series.version < lane.series.version:
-                raise StaleDefinition(series.name)
-            lane = None
-        if lane is None:
-            lane = self._lanes[(series.id, key)] = _Lane(series)
+        lane = self._lane(series, key)
         while True:
             block = lane.current
             if block is not None and block.remaining >= count:
@@ -109,6 +120,18 @@ class BlockIssuer:
                 await asyncio.shield(spare)  # a caller that goes away must not cancel it for all
             finally:
                 _install(lane, spare)
+            if lane.dropped:  # meanwhile: what it held is being given back, not to be taken
+                return await self._reserve_run(series, key, count, conn)
+
+    def _lane(self, series: Series, key: CounterKey) -> _Lane:
+        lane = self._lanes.get((series.id, key))
+        if lane is not None and lane.series.version != series.version:
+            if series.version < lane.series.version:
+                raise StaleDefinition(series.name)
+            lane = None
+        if lane is None:
+            lane = self._lanes[(series.id, key)] = _Lane(series)
+        return lane
 
     def _maybe_prefetch(self, lane: _Lane, key: CounterKey) -> None:
         block = lane.current
@@ -129,7 +152,7 @@ class BlockIssuer:
         async with self._pool.acquire() as conn:
             lane.connected = asyncio.current_task()
             for size in (series.block_size, 1):
-                last = await counters.advance(conn, series, key, size)
+                last = await counters.advance(conn, series, key, size, self._max_counters)
                 if last is not None:
                     metrics.count_block_refill(series)
                     return _Block(last - (size - 1) * series.step, last, series.step)
@@ -142,25 +165,73 @@ class BlockIssuer:
         if conn is None:
             async with self._pool.acquire() as own:
                 return await self._reserve_run(series, key, count, own)
-        last = await counters.advance(conn, series, key, count)
+        last = await counters.advance(conn, series, key, count, self._max_counters)
         if last is None:
             raise counters.exhausted(count)
         return counters.run(last, count, series.step)
 
+    def _drop(self, lanes_key: tuple[int, CounterKey], lane: _Lane) -> None:
+        """Close a lane the cache let go, and queue it to give its unused values back."""
+        self._dropped.append((lanes_key[1], _closed(lane)))
+        if self._giving_back is None or self._giving_back.done():
+            self._giving_back = asyncio.get_running_loop().create_task(self._give_back_dropped())
+
+    async def _give_back_dropped(self) -> None:
+        while self._dropped:
+            batch = [
+                self._dropped.popleft() for _ in range(min(GIVE_BACK_AT_ONCE, len(self._dropped)))
+            ]
+            await self._give_back(batch)
+
+    async def _give_back(self, lanes: list[tuple[CounterKey, _Lane]]) -> None:
+        """Give back what closed lanes hold unused, where no other process reserved past it."""
+        tails: list[counters.Tail] = []
+        for key, lane in lanes:
+            held = [lane.current] if lane.current is not None else []
+            if lane.spare is not None:
+                await asyncio.wait([lane.spare])
+                if not lane.spare.cancelled() and lane.spare.exception() is None:
+                    held.append(lane.spare.result())
+            tail = _tail(lane.series, key, held)
+            if tail is not None:
+                tails.append(tail)
+        if not tails:
+            return
+        try:
+            async with self._pool.acquire() as conn:
+                await counters.give_back(conn, tails)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            logger.warning(
+                "could not give back unused values of %d counters: %r", len(tails), error
+            )
+
     async def close(self) -> None:
         """Give back unused values where no other process has reserved past them."""
-        for (_, key), lane in self._lanes.items():
-            unused: list[_Block] = []
-            if lane.spare is not None:
-                with contextlib.suppress(Exception):
-                    unused.append(await lane.spare)
-            if lane.current is not None and lane.current.remaining:
-                unused.append(lane.current)
-            with contextlib.suppress(OSError, asyncpg.PostgresError):
-                async with self._pool.acquire() as conn:
-                    for block in sorted(unused, key=lambda b: b.last, reverse=True):
-                        if not await counters.give_back(
-                            conn, lane.series, key, block.next, block.last
-                        ):
-                            break
+        if self._giving_back is not None:
+            await self._giving_back
+        await self._give_back([(key, _closed(lane)) for (_, key), lane in self._lanes.items()])
         self._lanes.clear()
+
+
+def _closed(lane: _Lane) -> _Lane:
+    """What a lane holds, moved to a lane of its own that no request can reach. ``lane`` is left
+    empty and marked dropped: a request still waiting for its block reserves its value alone."""
+    closed = _Lane(lane.series)
+    closed.current, closed.spare = lane.current, lane.spare
+    lane.current = lane.spare = None
+    lane.dropped = True
+    return closed
+
+
+def _tail(series: Series, key: CounterKey, held: list[_Block]) -> counters.Tail | None:
+    """The unused values of a lane's blocks that may still be the top of the counter: those of
+    the block reserved last, and of the one before it when nothing was reserved in between."""
+    unused = sorted((b for b in held if b.remaining), key=lambda b: b.last, reverse=True)
+    if not unused:
+        return None
+    first = unused[0].next
+    for lower in unused[1:]:
+        if lower.last + series.step != first:
+            break
+        first = lower.next
+    return counters.Tail(series.id, key, first, unused[0].last, series.step)

@@ -3,7 +3,9 @@
 Issuing a number must not cost a query just to read the series. Every change to a series sends a
 notification in its own transaction; each process listens and drops its copy. While the listening
 connection is down, the cache is bypassed, so a process never serves a definition it cannot know
-to be current for longer than a notification takes to arrive.
+to be current for longer than a notification takes to arrive. It holds at most ``size`` series
+(setting ``cached_series``); past it the one used least recently is dropped and read again when
+next needed.
 """
 
 import asyncio
@@ -15,6 +17,7 @@ import asyncpg
 from app import series as series_sql
 from app.database import KeepaliveConnection
 from app.definition import Series
+from app.lru import LRU
 from app.series import SERIES_CHANNEL
 
 logger = logging.getLogger("docnum.catalog")
@@ -23,10 +26,10 @@ RECONNECT_SECONDS = 1.0
 
 
 class SeriesCatalog:
-    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, url: str, size: int) -> None:
         self._pool = pool
         self._url = url
-        self._cache: dict[tuple[int, str], Series] = {}
+        self._cache: LRU[tuple[int, str], Series] = LRU(size)
         # Bumped by every invalidation: a read that started before one must not be cached.
         self._generation = 0
         self._listener: asyncpg.Connection | None = None

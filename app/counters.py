@@ -6,39 +6,84 @@ processes. The same statement holds the series row FOR KEY SHARE and compares th
 version, so it takes nothing for a request that read a definition an administrator has since
 changed (see app.definition). The arithmetic runs in numeric so that a counter near the bigint
 limit reports exhaustion instead of overflowing.
+
+A series has at most ``max_counters`` counters (the setting ``max_counters_per_series``): the
+statements that create a counter (this one, and sequence mode's in app.sequences) create none past
+it. They read the series' ``counter_count``, which a trigger on ``counters`` keeps (migration
+0003), from the row they lock anyway, so the check costs nothing while the series has room; only a
+full series looks the counter up, to serve the counters it has. The count is read as of the
+statement's start, so requests creating different new counters of one series at the same instant
+can each see room for one more: the series can end up that many requests, minus one, past the
+limit.
 """
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from app.database import Connection
 from app.definition import CounterKey, Series, StaleDefinition
-from app.errors import SeriesExhausted
+from app.errors import SeriesExhausted, TooManyCounters
 
-# Yields no row when the definition is stale ($8 is not the series' version) or when fewer than
-# $5 values are left below $7; CURRENT_VERSION tells the two apart, on that rare path only.
-ADVANCE_COUNTER = """
-WITH definition AS (SELECT version FROM series WHERE id = $1 FOR KEY SHARE)
+
+@dataclass(frozen=True, slots=True)
+class CounterLimits:
+    """How many counters a series may have, and how many a process keeps state for in memory
+    (settings ``max_counters_per_series`` and ``cached_counters``)."""
+
+    per_series: int = 50_000
+    in_memory: int = 10_000
+
+
+DEFAULT_LIMITS = CounterLimits()
+
+
+# True when the series has fewer than {limit} counters (the common case: one column of the row
+# the statement reads anyway), or else when the counter (period $2, variables $3) exists already.
+# Reads the series' row as ``definition``.
+ROOM_FOR_COUNTER = """
+CASE WHEN definition.counter_count < {limit} THEN true
+     ELSE EXISTS (SELECT FROM counters WHERE series_id = $1 AND period = $2 AND variables = $3)
+END"""
+
+# Yields no row when the definition is stale ($8 is not the series' version), when fewer than
+# $5 values are left below $7, or when the counter is new and the series has $9 counters already;
+# REFUSAL tells these apart, on that rare path only.
+ADVANCE_COUNTER = f"""
+WITH definition AS (SELECT version, counter_count FROM series WHERE id = $1 FOR KEY SHARE)
 INSERT INTO counters AS c (series_id, period, variables, last_value)
 SELECT $1, $2, $3, $4::bigint + ($5::bigint - 1) * $6::bigint
 FROM definition
 WHERE definition.version = $8 AND $4::numeric + ($5::numeric - 1) * $6 <= $7
+    AND {ROOM_FOR_COUNTER.format(limit="$9::bigint")}
 ON CONFLICT (series_id, period, variables) DO UPDATE
     SET last_value = c.last_value + $5::bigint * $6::bigint
     WHERE c.last_value::numeric + $5::numeric * $6 <= $7
 RETURNING last_value
 """
-CURRENT_VERSION = "SELECT version FROM series WHERE id = $1"
+# Why a statement that creates a counter took nothing: the series' version now, and whether the
+# counter is missing while the series has $4 counters or more.
+REFUSAL = f"""
+SELECT version, NOT ({ROOM_FOR_COUNTER.format(limit="$4::bigint")}) AS full
+FROM series AS definition WHERE id = $1
+"""
 
-# Gives back the unused tail of a reserved block, but only if nobody reserved after it.
+# Gives back the unused tail of a reserved block, but only if nobody reserved after it: the
+# counter goes from $4 (the tail's last value) back to $5 (the value before its first).
 RETURN_TAIL = """
 UPDATE counters SET last_value = $5
 WHERE series_id = $1 AND period = $2 AND variables = $3 AND last_value = $4
 """
 
 
-async def advance(conn: Connection, series: Series, key: CounterKey, count: int) -> int | None:
+async def advance(
+    conn: Connection, series: Series, key: CounterKey, count: int, max_counters: int
+) -> int | None:
     """Reserve ``count`` values; return the last of them, or None if the series is exhausted.
 
     The values reserved are ``last - (count - 1) * step`` up to ``last``, every ``step``. Raises
-    StaleDefinition, having taken nothing, when the series changed since ``series`` was read.
+    StaleDefinition, having taken nothing, when the series changed since ``series`` was read, and
+    TooManyCounters when the counter is new and the series has ``max_counters`` already.
     """
     last: int | None = await conn.fetchval(
         ADVANCE_COUNTER,
@@ -50,20 +95,51 @@ async def advance(conn: Connection, series: Series, key: CounterKey, count: int)
         series.step,
         series.highest_value,
         series.version,
+        max_counters,
     )
-    if last is None and await conn.fetchval(CURRENT_VERSION, series.id) != series.version:
-        raise StaleDefinition(series.name)
+    if last is None:
+        await check_refusal(conn, series, key, max_counters)
     return last
 
 
-async def give_back(
-    conn: Connection, series: Series, key: CounterKey, first: int, last: int
-) -> bool:
-    """Return the unused run first..last if it is still the top of the counter."""
-    status: str = await conn.execute(
-        RETURN_TAIL, series.id, key.period, key.variables, last, first - series.step
+async def check_refusal(
+    conn: Connection, series: Series, key: CounterKey, max_counters: int
+) -> None:
+    """After a statement that creates counters took nothing: raise StaleDefinition or
+    TooManyCounters if either is why; return if neither is."""
+    found = await conn.fetchrow(REFUSAL, series.id, key.period, key.variables, max_counters)
+    if found is None or found["version"] != series.version:
+        raise StaleDefinition(series.name)
+    if found["full"]:
+        raise TooManyCounters(
+            f"Series {series.name!r} has {max_counters} counters, as many as a series may have "
+            f"(one per period and variable values): the number for period {key.period!r}"
+            + (f" and {key.variables!r}" if key.variables else "")
+            + " would need a new one. Numbers of its existing counters are still issued."
+        )
+
+
+class Tail(NamedTuple):
+    """Unused values ``first`` to ``last`` (every ``step``) of a counter, reserved last."""
+
+    series_id: int
+    key: CounterKey
+    first: int
+    last: int
+    step: int
+
+
+async def give_back(conn: Connection, tails: Iterable[Tail]) -> None:
+    """Return each tail that is still the top of its counter; the others stay skipped.
+
+    One transaction, with the counters in the same order in every process, so that two processes
+    giving back tails of the same counters cannot deadlock.
+    """
+    rows = sorted(
+        (t.series_id, t.key.period, t.key.variables, t.last, t.first - t.step) for t in tails
     )
-    return status == "UPDATE 1"
+    if rows:
+        await conn.executemany(RETURN_TAIL, rows)
 
 
 def exhausted(count: int) -> SeriesExhausted:

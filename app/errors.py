@@ -174,6 +174,16 @@ class SeriesExhausted(Conflict):
     )
 
 
+class TooManyCounters(Conflict):
+    slug, title = "too-many-counters", "The series has as many counters as it may have"
+    description = (
+        "A number would need a new counter (a new period, or new values of the variables the "
+        "number shows), and the series has as many as the service allows "
+        "(`DOCNUM_MAX_COUNTERS_PER_SERIES`). Numbers of its existing counters are still issued; "
+        "ask the operator to raise the limit, or share one counter across variable values."
+    )
+
+
 class NumberCollision(Conflict):
     slug, title = "number-collision", "Number already in the ledger"
     description = (

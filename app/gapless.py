@@ -52,9 +52,15 @@ class _RenderFailed(Exception):
 
 
 class GaplessIssuer:
-    def __init__(self, pool: asyncpg.Pool, idempotency_ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        idempotency_ttl_seconds: int,
+        limits: counters.CounterLimits = counters.DEFAULT_LIMITS,
+    ) -> None:
         self._pool = pool
         self._ttl = idempotency_ttl_seconds
+        self._max_counters = limits.per_series
         # Keyed by the definition's version too: a group never mixes two versions of its series.
         self._queues: dict[tuple[int, int, CounterKey], deque[_Waiter]] = {}
         self._drains: set[asyncio.Task[None]] = set()  # the event loop keeps tasks only weakly
@@ -121,7 +127,7 @@ class GaplessIssuer:
             total = sum(w.request.count for w in fresh)
             issued: dict[int, Issued] = {}
             if total:
-                last = await counters.advance(conn, series, counter, total)
+                last = await counters.advance(conn, series, counter, total, self._max_counters)
                 if last is None:
                     raise counters.exhausted(total)
                 values = iter(counters.run(last, total, series.step))

@@ -21,6 +21,7 @@ from app import idempotency, metrics
 from app import series as series_sql
 from app.blocks import BlockIssuer
 from app.coalesce import Coalescer
+from app.counters import DEFAULT_LIMITS, CounterLimits
 from app.database import Connection, round_trip_limit
 from app.definition import CounterKey, Series, StaleDefinition
 from app.errors import (
@@ -76,15 +77,16 @@ class Issuer:
         reload: Reload | None = None,
         window: DateWindow = DateWindow(),
         clock: Clock = utc_now,
+        limits: CounterLimits = DEFAULT_LIMITS,
     ) -> None:
         self._pool = pool
         self._ttl = idempotency_ttl_seconds
         self._reload = reload or self._read_again
         self.window = window
         self.clock = clock
-        self.gapless = GaplessIssuer(pool, idempotency_ttl_seconds)
-        self.blocks = BlockIssuer(pool)
-        self.sequences = SequenceIssuer()
+        self.gapless = GaplessIssuer(pool, idempotency_ttl_seconds, limits)
+        self.blocks = BlockIssuer(pool, limits)
+        self.sequences = SequenceIssuer(limits)
         self._sequence_groups = Coalescer(round_trip_limit(pool))
 
     def current_period(self, series: Series) -> str:

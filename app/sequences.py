@@ -7,7 +7,11 @@ from anything a client sent. Creating the counter row holds the series row FOR K
 the definition's version, like every statement that takes values (app.counters): a request that
 read a definition changed since (say, from sequence to gapless mode before the first number)
 creates nothing and starts again. Once the counter row exists, the series' structural fields can
-no longer change, so ``nextval`` itself needs no such check.
+no longer change, so ``nextval`` itself needs no such check. Creating it also checks the series'
+limit on counters (see app.counters), which bounds the sequences a series can make.
+
+A process remembers the sequence names of at most ``in_memory`` counters (setting
+``cached_counters``); a name it dropped is looked up again, with one query, when next needed.
 
 A request for more values than are left below max_value is refused before any is taken, in the
 same statement, so a batch that does not fit leaves the rest to smaller requests. Only two
@@ -19,12 +23,15 @@ import asyncpg
 from app import counters
 from app.database import Connection
 from app.definition import CounterKey, Series, StaleDefinition
+from app.lru import LRU
 
-# No row when the definition is stale ($4 is not the series' version).
-ENSURE_COUNTER = """
-WITH definition AS (SELECT version FROM series WHERE id = $1 FOR KEY SHARE)
+# No row when the definition is stale ($4 is not the series' version) or when the counter is new
+# and the series has $5 counters already (see app.counters).
+ENSURE_COUNTER = f"""
+WITH definition AS (SELECT version, counter_count FROM series WHERE id = $1 FOR KEY SHARE)
 INSERT INTO counters AS c (series_id, period, variables, last_value)
-SELECT $1, $2, $3, 0 FROM definition WHERE definition.version = $4
+SELECT $1, $2, $3, 0 FROM definition
+WHERE definition.version = $4 AND {counters.ROOM_FOR_COUNTER.format(limit="$5::bigint")}
 ON CONFLICT (series_id, period, variables) DO UPDATE SET last_value = c.last_value
 RETURNING id
 """
@@ -67,8 +74,9 @@ async def set_ceiling(conn: Connection, series: Series) -> None:
 
 
 class SequenceIssuer:
-    def __init__(self) -> None:
-        self._names: dict[tuple[int, CounterKey], str] = {}
+    def __init__(self, limits: counters.CounterLimits = counters.DEFAULT_LIMITS) -> None:
+        self._names: LRU[tuple[int, CounterKey], str] = LRU(limits.in_memory)
+        self._max_counters = limits.per_series
 
     async def take(
         self, conn: Connection, series: Series, key: CounterKey, count: int
@@ -93,9 +101,15 @@ class SequenceIssuer:
         if counter_id is None:
             async with conn.transaction():
                 counter_id = await conn.fetchval(
-                    ENSURE_COUNTER, series.id, key.period, key.variables, series.version
+                    ENSURE_COUNTER,
+                    series.id,
+                    key.period,
+                    key.variables,
+                    series.version,
+                    self._max_counters,
                 )
                 if counter_id is None:
+                    await counters.check_refusal(conn, series, key, self._max_counters)
                     raise StaleDefinition(series.name)
                 await conn.execute(create_sequence_sql(counter_id, series))
             # The caller's transaction may not have committed it yet, or may roll it back: other

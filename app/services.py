@@ -12,6 +12,7 @@ import asyncpg
 from app import idempotency
 from app.auth import Authenticator
 from app.catalog import SeriesCatalog
+from app.counters import CounterLimits
 from app.database import connect_direct, create_pool, database_url, direct_url
 from app.exports import ExportSlots
 from app.issuing import DateWindow, Issuer
@@ -50,7 +51,7 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             await direct.close()
         if applied:
             logger.info("applied migrations: %s", ", ".join(applied))
-        catalog = SeriesCatalog(pool, direct_url(settings, url))
+        catalog = SeriesCatalog(pool, direct_url(settings, url), settings.cached_series)
         services = Services(
             settings=settings,
             pool=pool,
@@ -60,8 +61,9 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
                 idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
                 reload=catalog.fresh,
                 window=DateWindow(settings.earliest_date, settings.latest_date),
+                limits=CounterLimits(settings.max_counters_per_series, settings.cached_counters),
             ),
-            auth=Authenticator(pool, settings.auth_cache_seconds),
+            auth=Authenticator(pool, settings.auth_cache_seconds, settings.cached_keys),
             exports=ExportSlots(settings.max_concurrent_exports),
         )
         await services.catalog.start()

@@ -128,7 +128,36 @@ class Settings(BaseSettings):
     )
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     auth_cache_seconds: float = Field(
-        default=5.0, ge=0, description="How long a verified key is trusted before it is re-read."
+        default=5.0,
+        ge=0,
+        description="How long a verified key is trusted, and a refused one refused, before it is "
+        "read again.",
+    )
+    cached_keys: int = Field(
+        default=10_000,
+        ge=1,
+        description="API keys a process remembers, verified and refused each; past it the least "
+        "recently used is read again when next sent.",
+    )
+    cached_series: int = Field(
+        default=10_000,
+        ge=1,
+        description="Series definitions a process keeps in memory; past it the least recently "
+        "used is read again when next needed.",
+    )
+    cached_counters: int = Field(
+        default=10_000,
+        ge=1,
+        description="Counters a process keeps state for in memory: cached-mode blocks and "
+        "sequence names, each up to this many. Past it the least recently used is dropped; a "
+        "cached-mode block gives its unused values back in the background, as at shutdown.",
+    )
+    max_counters_per_series: int = Field(
+        default=50_000,
+        ge=1,
+        description="Counters a series may have (one per period and variable values): a number "
+        "that needs one more gets 409 /problems/too-many-counters. Requests creating counters "
+        "of one series at the same moment may go past it by one each.",
     )
     earliest_date: datetime.date = Field(
         default=datetime.date(2000, 1, 1),

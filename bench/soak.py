@@ -3,6 +3,7 @@ guarantee checked and each process's memory judged flat or not.
 
     .venv/bin/python -m bench.soak                # 60 s, 3 processes, 16 issuing clients
     .venv/bin/python -m bench.soak --seconds 300
+    .venv/bin/python -m bench.soak --counters 100000   # the bounded-state soak, below
 
 Two tenants each own a gapless, a sequence and a cached series (both with a ledger). Issuing
 clients send ``next`` and ``batch`` requests, each with its own Idempotency-Key, retried at
@@ -12,6 +13,15 @@ flat when, after a warm-up, the mean of the last third of the samples is within
 ``MAX_GROWTH`` of the mean of the first third. It runs on a fresh database on the test
 PostgreSQL (embedded under .docnum/test, or TEST_DATABASE_URL) and exits non-zero if anything
 failed.
+
+With ``--counters N`` it runs the bounded-state soak instead: one process, a cached and a sequence
+series whose numbers show a variable, and one request per series for each of N distinct values,
+so every request makes a new counter (and, in sequence mode, a new PostgreSQL sequence). The
+process keeps state for ``--cached-counters`` counters at most; its RSS, read from outside, must
+stay flat once that many are in memory: the mean of the last quarter of the samples taken after
+``FULL_AFTER`` times that many counters per series is within ``MAX_FLAT_GROWTH`` bytes of the mean
+of the first quarter. Every number must be the first of its counter, and after the clean stop
+every cached counter must read 1: the unused values of each dropped block were given back.
 """
 
 import argparse
@@ -24,6 +34,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -181,6 +192,129 @@ async def soak(
     return report
 
 
+# The bounded-state soak: a new counter per request, one process.
+DISTINCT_FORMAT = "{var:ref}-{seq}"
+DISTINCT_SERIES: dict[str, dict[str, Any]] = {
+    "cached": {"mode": "cached", "block_size": 10},
+    "sequence": {"mode": "sequence"},
+}
+FULL_AFTER = 2  # times cached_counters per series: every cache full, and dropping for a while
+MAX_FLAT_GROWTH = 2**20
+DISTINCT_SAMPLE_SECONDS = 0.1
+# What the counters of a series read once the process has stopped.
+COUNTERS_OF = """
+SELECT count(*) AS counters, count(*) FILTER (WHERE c.last_value <> 1) AS not_one,
+       count(to_regclass('docnum_seq_' || c.id)) AS sequences
+FROM counters AS c JOIN series AS s ON s.id = c.series_id
+WHERE s.tenant_id = $1 AND s.name = $2
+"""
+
+
+@dataclass
+class DistinctReport:
+    counters: int  # per series
+    cached_counters: int
+    seconds: float = 0.0
+    samples: list[tuple[int, int]] = field(default_factory=list)  # (requests answered, RSS)
+    violations: list[str] = field(default_factory=list)
+    database: dict[str, dict[str, int]] = field(default_factory=dict)  # by series
+
+    def flat_samples(self) -> list[int]:
+        """The RSS samples taken once every cache was full (see FULL_AFTER)."""
+        full = FULL_AFTER * self.cached_counters * len(DISTINCT_SERIES)
+        return [rss for answered, rss in self.samples if answered >= full]
+
+    def memory(self) -> tuple[float, float]:
+        """Mean RSS of the first and the last quarter of the samples taken with full caches."""
+        kept = self.flat_samples()
+        quarter = max(1, len(kept) // 4)
+        return statistics.fmean(kept[:quarter]), statistics.fmean(kept[-quarter:])
+
+    def lines(self) -> list[str]:
+        requests = self.counters * len(DISTINCT_SERIES)
+        first, last = self.memory()
+        lines = [
+            f"{self.seconds:.0f} s: {requests} requests, each for a new counter "
+            f"({self.counters} per series, {requests / self.seconds:.0f}/s); "
+            f"state kept for {self.cached_counters} counters per kind",
+            f"RSS at start {self.samples[0][1] / 2**20:.1f} MB, with full caches "
+            f"{first / 2**20:.1f} MB -> {last / 2**20:.1f} MB ({(last - first) / 2**20:+.2f} MB, "
+            f"{len(self.flat_samples())} of {len(self.samples)} samples), "
+            f"peak {max(rss for _, rss in self.samples) / 2**20:.1f} MB",
+        ]
+        lines += [f"{name}: {found}" for name, found in self.database.items()]
+        lines += [f"VIOLATION {v}" for v in self.violations] or ["every check held"]
+        return lines
+
+
+async def soak_distinct(
+    database_url: str,
+    log_dir: Path,
+    *,
+    counters: int,
+    cached_counters: int,
+    clients: int = 8,
+) -> DistinctReport:
+    """Issue for ``counters`` new counters per series in one process and judge its memory."""
+    report = DistinctReport(counters, cached_counters)
+    env = {
+        "DOCNUM_CACHED_COUNTERS": str(cached_counters),
+        "DOCNUM_MAX_COUNTERS_PER_SERIES": str(counters),
+        "DOCNUM_LOG_LEVEL": "warning",
+    }
+    names = list(DISTINCT_SERIES)
+    async with services_side_by_side(database_url, log_dir, 1, env=env) as (service,):
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+        try:
+            tenant = await make_tenant(pool)
+            process = psutil.Process(service.process.pid)
+            work = iter(range(counters * len(names)))
+            answered = 0
+
+            async def client(http: httpx.AsyncClient) -> None:
+                nonlocal answered
+                for index in work:
+                    name, value = names[index % len(names)], f"v{index // len(names)}"
+                    response = await http.post(
+                        f"/series/{name}/next", json={"variables": {"ref": value}}
+                    )
+                    if response.status_code != 201 or response.json()["number"] != f"{value}-1":
+                        report.violations.append(f"{name} {value}: {response.text[:300]}")
+                    answered += 1
+
+            async def sample(stop: asyncio.Event) -> None:
+                while not stop.is_set():
+                    report.samples.append((answered, process.memory_info().rss))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), DISTINCT_SAMPLE_SECONDS)
+
+            async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+                for name, fields in DISTINCT_SERIES.items():
+                    await create_series(http, tenant, name, format=DISTINCT_FORMAT, **fields)
+                http.headers.update(tenant.issuer)
+                stop = asyncio.Event()
+                sampler = asyncio.create_task(sample(stop))
+                started = time.monotonic()
+                await asyncio.gather(*(client(http) for _ in range(clients)))
+                report.seconds = time.monotonic() - started
+                stop.set()
+                await sampler
+            service.stop()  # a clean stop gives back what the lanes still hold
+            for name in names:
+                report.database[name] = dict(await pool.fetchrow(COUNTERS_OF, tenant.id, name))
+        finally:
+            await pool.close()
+    cached, sequence = report.database["cached"], report.database["sequence"]
+    if cached["counters"] != counters or sequence["sequences"] != counters:
+        report.violations.append(f"expected {counters} counters per series: {report.database}")
+    if cached["not_one"]:
+        report.violations.append(f"{cached['not_one']} cached counters kept unused values")
+    first, last = report.memory()
+    if last - first > MAX_FLAT_GROWTH:
+        report.violations.append(f"RSS grew from {first:.0f} to {last:.0f} bytes with full caches")
+    return report
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.soak", description=__doc__.split("\n")[0]
@@ -188,17 +322,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to run (default 60)")
     parser.add_argument("--processes", type=int, default=3, help="docnum serve processes")
     parser.add_argument("--clients", type=int, default=16, help="issuing clients at once")
+    parser.add_argument(
+        "--counters",
+        type=int,
+        help="run the bounded-state soak instead: this many new counters per series",
+    )
+    parser.add_argument(
+        "--cached-counters",
+        type=int,
+        default=10_000,
+        help="with --counters: DOCNUM_CACHED_COUNTERS of the process (default 10000)",
+    )
     args = parser.parse_args(argv)
     with new_database() as url, tempfile.TemporaryDirectory(prefix="docnum-soak-") as logs:
-        report = asyncio.run(
-            soak(
-                url,
-                Path(logs),
-                seconds=args.seconds,
-                processes=args.processes,
-                clients=args.clients,
+        report: Report | DistinctReport
+        if args.counters:
+            report = asyncio.run(
+                soak_distinct(
+                    url, Path(logs), counters=args.counters, cached_counters=args.cached_counters
+                )
             )
-        )
+        else:
+            report = asyncio.run(
+                soak(
+                    url,
+                    Path(logs),
+                    seconds=args.seconds,
+                    processes=args.processes,
+                    clients=args.clients,
+                )
+            )
     print("\n".join(report.lines()))
     sys.exit(1 if report.violations else 0)
 

@@ -115,7 +115,7 @@ async def test_authentication_only_reads_and_records_use_in_one_statement_for_al
     memory when it comes again; when keys were used is written later, for all of them at once."""
     wrong = tenant.issue_key[:-4] + "AAAA"
     async with recording_pool(database_url) as (pool, sent):
-        auth = Authenticator(pool, cache_seconds=60)
+        auth = Authenticator(pool, cache_seconds=60, size=100)
         for _ in range(3):
             for key in (tenant.issue_key, tenant.admin_key, other_tenant.issue_key):
                 await auth.verify(key)

@@ -42,6 +42,7 @@ from app.errors import (
     SeriesArchived,
     SeriesExhausted,
     SeriesNotFound,
+    TooManyCounters,
     TooManyExports,
 )
 from app.idempotency import REPLAYED_HEADER
@@ -69,6 +70,7 @@ ISSUE_RESPONSES = {
         SeriesNotFound,
         SeriesArchived,
         SeriesExhausted,
+        TooManyCounters,
         NumberCollision,
         *IDEMPOTENCY_PROBLEMS,
     ),

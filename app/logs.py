@@ -11,14 +11,17 @@ While the app runs (``background_writer``, entered by its lifespan), writing is 
 path: a record is put on an in-process queue as it is, and one writer thread formats it, once,
 and writes whatever has queued up to standard error in one call. So:
 
-- The request path only makes the record (from values the request layer already has) and appends
-  it to the queue; no formatting, no JSON, no system call, not even a wake-up of the writer (which
-  looks every ``WRITE_EVERY_SECONDS``), and a slow or blocked standard error never holds up an
-  answer.
+- The request path only appends a plain tuple of the values the request layer already has (an
+  ``AccessLine``: the time, method, path, route, series, status, duration and request id) to the
+  queue: no ``LogRecord``, no handler lock or filter, no formatting, no system call, not even a
+  wake-up of the writer (which looks every ``WRITE_EVERY_SECONDS``). A slow or blocked standard
+  error never holds up an answer. The writer turns the tuple into the same line a record of it
+  would give (``access_record``), so both formats and every field stay as they were.
 - At most ``log_buffer_lines`` lines of *successful* requests wait in the queue; past that they
   are dropped, and a warning says how many once the writer catches up. Everything else (lines of
-  requests answered 4xx or 5xx, and every record above INFO) is always queued: those lines are
-  never dropped, whatever the load.
+  requests answered 4xx or 5xx, and every other record) is always queued: those lines are never
+  dropped, whatever the load. Only the thread serving requests appends access lines, so the
+  dropped count needs no lock.
 - Leaving ``background_writer`` (the lifespan ending) first sends new records straight to standard
   error again, then waits until the writer has written everything queued before it: no line is
   lost at shutdown.
@@ -35,6 +38,7 @@ import logging
 import secrets
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from logging.handlers import QueueHandler, QueueListener
@@ -57,6 +61,10 @@ WRITE_EVERY_SECONDS = 0.05
 # The writer writes at least this often while records keep coming, so no batch grows without end.
 WRITE_EVERY_LINES = 256
 
+# An access line as the request path hands it over: the wall-clock time it was answered, method,
+# path, route template, series (or None), status, seconds taken, request id.
+AccessLine = tuple[float, str, str, str, str | None, int, float, str]
+
 current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "current_request_id", default=None
 )
@@ -64,8 +72,17 @@ access_logger = logging.getLogger(ACCESS_LOGGER)
 logger = logging.getLogger("docnum.logs")
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record; the ``fields`` of a record become top-level keys."""
+class LineFormatter(logging.Formatter):
+    """A formatter that also turns an ``AccessLine`` into its line, in the writer thread."""
+
+    def format_access(self, line: AccessLine) -> str:
+        """The line ``access_record(line)`` formats to; subclasses may make it more directly."""
+        return self.format(access_record(line))
+
+
+class JsonFormatter(LineFormatter):
+    """One JSON object per record; the ``fields`` of a record become top-level keys. The access
+    line is built straight from its tuple: it is most of what is written."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -80,7 +97,29 @@ class JsonFormatter(logging.Formatter):
             self._second, self._second_text = second, moment.strftime("%Y-%m-%dT%H:%M:%S")
         return f"{self._second_text}.{int((created - second) * 1000):03d}+00:00"
 
+    def format_access(self, line: AccessLine) -> str:
+        created, method, path, route, series, status, seconds, request_id = line
+        milliseconds = round(seconds * 1000, 3)
+        fields: dict[str, Any] = {
+            "ts": self.timestamp(created),
+            "level": "info",
+            "logger": ACCESS_LOGGER,
+            "message": ACCESS_MESSAGE % (method, path, status, milliseconds, request_id),
+            "request_id": request_id,
+            "method": method,
+            "path": path,
+            "route": route,
+            "status": status,
+            "duration_ms": milliseconds,
+        }
+        if series is not None:
+            fields["series"] = series
+        return orjson.dumps(fields).decode()
+
     def format(self, record: logging.LogRecord) -> str:
+        access: AccessLine | None = getattr(record, "access", None)
+        if access is not None:
+            return self.format_access(access)
         line: dict[str, Any] = {
             "ts": self.timestamp(record.created),
             "level": record.levelname.lower(),
@@ -110,7 +149,7 @@ def _continuation(text: str) -> str:
     return "\n".join(f"    {line.translate(CONTROL_ESCAPES)}" for line in text.splitlines())
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(LineFormatter):
     """The text format, one line per record: control characters become escapes, and the lines of
     a traceback, the only ones added, are indented, so none of them can pass for a record."""
 
@@ -147,7 +186,18 @@ class _BatchingStderrHandler(logging.Handler):
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
+        self.add(self.format(record))
+
+    def emit_access(self, line: AccessLine, formatter: LineFormatter) -> None:
+        try:
+            text = formatter.format_access(line)
+        except Exception:
+            self.handleError(access_record(line))  # as a record that fails to format
+            return
+        self.add(text)
+
+    def add(self, text: str) -> None:
+        self.lines.append(text)
         if len(self.lines) >= WRITE_EVERY_LINES:
             self.flush()
 
@@ -164,22 +214,14 @@ class _BatchingStderrHandler(logging.Handler):
                 pass
 
 
-def _must_keep(record: logging.LogRecord) -> bool:
-    """Lines that are never dropped: everything but the line of a request answered below 400."""
-    if record.name != ACCESS_LOGGER or record.levelno > logging.INFO:
-        return True
-    fields: dict[str, Any] = getattr(record, "fields", {})
-    return int(fields.get("status", 500)) >= 400
-
-
 class _Pending:
     """The records waiting for the writer. Putting one is a deque append, which never wakes the
     writer thread: a wake-up per record would cost more than the line. The writer looks every
     ``WRITE_EVERY_SECONDS`` instead, and at once when it is told to stop."""
 
     def __init__(self) -> None:
-        # Records, and at the end QueueListener's stop signal.
-        self.records: deque[logging.LogRecord] = deque()
+        # Records, access lines, and at the end QueueListener's stop signal.
+        self.records: deque[Any] = deque()
         self.wake = threading.Event()
 
     def put_nowait(self, record: logging.LogRecord) -> None:
@@ -188,7 +230,7 @@ class _Pending:
     def qsize(self) -> int:
         return len(self.records)
 
-    def get(self) -> logging.LogRecord:
+    def get(self) -> Any:
         while True:
             if self.records:
                 return self.records.popleft()
@@ -197,11 +239,11 @@ class _Pending:
 
 
 class _Handoff(QueueHandler):
-    """Runs on the request path: queues each record for the writer without formatting it.
+    """Queues each record for the writer without formatting it, and each access line (``put``)
+    without making a record of it: the only part of the log on the request path.
 
-    The access line's arguments are strings and numbers, so formatting it later in the writer
-    gives the same text. Other records (rare) have their message merged here, as arguments that
-    are objects may change after the call; the writer then formats only the line around it.
+    Records (rare) have their message merged here, as arguments that are objects may change after
+    the call; the writer then formats only the line around it. They are never dropped.
     """
 
     def __init__(self, pending: _Pending, limit: int) -> None:
@@ -211,16 +253,23 @@ class _Handoff(QueueHandler):
         self.dropped = 0
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        if record.args and record.name != ACCESS_LOGGER:
+        if record.args:
             record.msg, record.args = record.getMessage(), None
         return record
 
     def enqueue(self, record: logging.LogRecord) -> None:
-        if self.pending.qsize() >= self.limit and not _must_keep(record):
-            self.dropped += 1
-            return
         self.report_dropped()
         self.pending.put_nowait(record)
+
+    def put(self, line: AccessLine) -> None:
+        """Queue an access line; one of a successful request is dropped when the queue is full."""
+        records = self.pending.records
+        if len(records) >= self.limit and line[5] < 400:
+            self.dropped += 1
+            return
+        if self.dropped:
+            self.report_dropped()
+        records.append(line)
 
     def report_dropped(self) -> None:
         if self.dropped:
@@ -232,16 +281,29 @@ class _Handoff(QueueHandler):
             )
 
 
-class _Writer(QueueListener):
-    """The writer thread: formats each record once, and writes what it has whenever the queue
-    runs empty, so many lines become one write."""
+# The handoff of the writer running, if any: where ``log_request`` puts access lines.
+_handoff: _Handoff | None = None
 
-    def __init__(self, pending: _Pending, handler: logging.Handler) -> None:
+
+class _Writer(QueueListener):
+    """The writer thread: formats each record or access line once, and writes what it has
+    whenever the queue runs empty, so many lines become one write."""
+
+    def __init__(
+        self, pending: _Pending, handler: _BatchingStderrHandler, formatter: LineFormatter
+    ) -> None:
         super().__init__(pending, handler)
         self.pending = pending
         self.handler = handler
+        self.formatter = formatter
 
-    def dequeue(self, block: bool) -> logging.LogRecord:
+    def handle(self, record: Any) -> None:
+        if type(record) is tuple:
+            self.handler.emit_access(record, self.formatter)
+        else:
+            super().handle(record)
+
+    def dequeue(self, block: bool) -> Any:
         if not self.pending.qsize():
             self.handler.flush()
         record = self.pending.get()
@@ -273,10 +335,12 @@ def configure(settings: Settings) -> None:
     installed before is replaced, and handlers others installed (such as a test runner's) stay.
     """
     handler = _StderrHandler(sys.stderr)
+    formatter: LineFormatter
     if resolve_format(settings.log_format, sys.stderr) == "json":
-        handler.setFormatter(JsonFormatter())
+        formatter = JsonFormatter()
     else:
-        handler.setFormatter(TextFormatter())
+        formatter = TextFormatter()
+    handler.setFormatter(formatter)
     handler.addFilter(_attach_request_id)
     handler.set_name(HANDLER_NAME)
     root = logging.getLogger()
@@ -295,10 +359,12 @@ def background_writer(settings: Settings) -> Iterator[None]:
     Replaces the handler ``configure`` installed, in the same format; restores it when the block
     ends and only then waits for the writer, so records logged meanwhile are written directly.
     If another app in this process already hands records to a writer, that writer serves both.
+    Access lines go to the writer of the block entered last until it ends, then as records.
     """
+    global _handoff
     root = logging.getLogger()
     direct = next((h for h in root.handlers if h.get_name() == HANDLER_NAME), None)
-    if not isinstance(direct, _StderrHandler):
+    if not isinstance(direct, _StderrHandler) or not isinstance(direct.formatter, LineFormatter):
         yield
         return
     pending = _Pending()
@@ -307,13 +373,16 @@ def background_writer(settings: Settings) -> Iterator[None]:
     handoff = _Handoff(pending, settings.log_buffer_lines)
     handoff.addFilter(_attach_request_id)
     handoff.set_name(HANDLER_NAME)
-    writer = _Writer(pending, batching)
+    writer = _Writer(pending, batching, direct.formatter)
     writer.start()
     root.addHandler(handoff)
     root.removeHandler(direct)
+    _handoff = handoff
     try:
         yield
     finally:
+        if _handoff is handoff:
+            _handoff = None
         handoff.report_dropped()
         if handoff in root.handlers:
             root.addHandler(direct)
@@ -344,30 +413,33 @@ def log_request(
     """The access line of one answered request (the request layer, app.middleware, calls this).
 
     ``route`` is the template that matched (``/series/{name}/next``), never the raw path, so
-    metrics keep a bounded number of labels.
+    metrics keep a bounded number of labels. While a writer runs the line is handed to it as a
+    tuple; otherwise (before the app starts, as it stops) it is logged as a record.
     """
     if not access_logger.isEnabledFor(logging.INFO):
         return
-    milliseconds = round(seconds * 1000, 3)
-    fields: dict[str, Any] = {
-        "method": method,
-        "path": path,
-        "route": route,
-        "status": status,
-        "duration_ms": milliseconds,
-    }
-    if series is not None:
-        fields["series"] = series
-    # What access_logger.info would make, without looking up the calling frame: the line
-    # says where the request went, not which line of code logged it.
+    line = (time.time(), method, path, route, series, status, seconds, request_id)
+    handoff = _handoff
+    if handoff is None:
+        access_logger.handle(access_record(line))
+    else:
+        handoff.put(line)
+
+
+def access_record(line: AccessLine) -> logging.LogRecord:
+    """The record of an access line: what ``access_logger.info`` would make, without looking up
+    the calling frame (the line says where the request went, not which line of code logged it),
+    and dated when the request was answered."""
+    created, method, path, _, _, status, seconds, request_id = line
     record = access_logger.makeRecord(
         ACCESS_LOGGER,
         logging.INFO,
         "",
         0,
         ACCESS_MESSAGE,
-        (method, path, status, milliseconds, request_id),
+        (method, path, status, round(seconds * 1000, 3), request_id),
         None,
-        extra={"fields": fields, "request_id": request_id},
+        extra={"access": line, "request_id": request_id},
     )
-    access_logger.handle(record)
+    record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+    return record

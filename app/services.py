@@ -16,6 +16,7 @@ from app.database import connect_direct, create_pool, database_url, direct_url
 from app.exports import ExportSlots
 from app.issuing import DateWindow, Issuer
 from app.migrate import migrate
+from app.ratelimit import RateLimits
 from app.settings import Settings
 
 logger = logging.getLogger("docnum.services")
@@ -36,6 +37,7 @@ class Services:
     issuer: Issuer
     auth: Authenticator
     exports: ExportSlots
+    rate_limits: RateLimits
 
 
 @contextlib.asynccontextmanager
@@ -63,6 +65,7 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             ),
             auth=Authenticator(pool, settings.auth_cache_seconds),
             exports=ExportSlots(settings.max_concurrent_exports),
+            rate_limits=RateLimits(settings.key_rate_limit, settings.tenant_rate_limit),
         )
         await services.catalog.start()
         services.auth.start()

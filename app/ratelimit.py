@@ -1,0 +1,127 @@
+"""Rate limits per API key and per tenant, applied once, right after a request is authenticated.
+
+Two quota policies, each off unless configured (``DOCNUM_KEY_RATE_LIMIT``,
+``DOCNUM_TENANT_RATE_LIMIT``, in the ``limits`` library's notation: ``600/minute``):
+
+- ``"key"``: the requests one key (by its prefix) may make in the window;
+- ``"tenant"``: the requests all keys of one tenant may make together in the window.
+
+Invariants, and why they hold:
+
+- Every authenticated request passes :func:`authenticate`, the one function that both the lean
+  path (app.fastpath) and FastAPI's dependencies (app.deps) call, so no route escapes the limits
+  and none counts a request twice.
+- A refused request costs no quota: both policies are tested before either is hit, and a request
+  is counted against both or neither. The event loop runs one check at a time, so nothing else
+  is counted between the test and the hit.
+- The window moves (``limits``' moving window, in memory): at no instant do the last ``w``
+  seconds hold more than ``q`` admitted requests of one key or tenant, with no burst at a fixed
+  window's edge.
+- Limits are per process: each process counts only what it served. With N processes behind one
+  address a key may make up to N times its quota (as many as its requests reach each process).
+- Answers carry the IETF ``RateLimit-Policy`` and ``RateLimit`` fields
+  (draft-ietf-httpapi-ratelimit-headers-10): the policies that apply, and the one with the fewest
+  requests left; a refusal is a 429 ``rate-limited`` problem whose ``Retry-After`` is when the
+  oldest request leaves the window, and equals the ``t`` of its ``RateLimit``.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from starlette.types import Scope
+
+from app.auth import Principal
+from app.errors import RateLimited
+
+if TYPE_CHECKING:  # app.services builds the limits
+    from app.services import Services
+
+# Where the limits' header fields of an admitted request wait in the ASGI scope for its answer
+# (app.middleware adds them to whatever answers it).
+SCOPE_HEADERS = "docnum.rate_limit_headers"
+
+Header = tuple[bytes, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: str  # its identifier in the header fields
+    item: RateLimitItem
+
+    @property
+    def field(self) -> str:
+        """This policy as an item of ``RateLimit-Policy``: its quota ``q`` and window ``w``."""
+        return f'"{self.name}";q={self.item.amount};w={self.item.get_expiry()}'
+
+
+class RateLimits:
+    """The configured policies of one process and what each key and tenant used of them."""
+
+    def __init__(self, key_limit: str | None, tenant_limit: str | None) -> None:
+        self._policies = [
+            Policy(name, parse(limit))
+            for name, limit in (("key", key_limit), ("tenant", tenant_limit))
+            if limit
+        ]
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._policy_header = (
+            b"ratelimit-policy",
+            ", ".join(policy.field for policy in self._policies).encode(),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._policies)
+
+    def admit(self, principal: Principal) -> list[Header]:
+        """Count one request of ``principal`` and return the header fields for its answer, or
+        raise :class:`RateLimited` (counting nothing) when a policy has no request left."""
+        partitions = [(policy, self._partition(policy, principal)) for policy in self._policies]
+        for policy, partition in partitions:
+            if not self._limiter.test(policy.item, partition):
+                seconds = self._reset_seconds(policy, partition)
+                raise RateLimited(
+                    f"The {policy.name}'s limit of {policy.item} is reached; "
+                    f"retry in {seconds} seconds.",
+                    headers={
+                        "Retry-After": str(seconds),
+                        "RateLimit-Policy": self._policy_header[1].decode(),
+                        "RateLimit": f'"{policy.name}";r=0;t={seconds}',
+                    },
+                )
+        for policy, partition in partitions:
+            self._limiter.hit(policy.item, partition)
+        policy, partition = min(partitions, key=lambda found: self._remaining(found[0], found[1]))
+        remaining = self._remaining(policy, partition)
+        seconds = self._reset_seconds(policy, partition)
+        return [
+            self._policy_header,
+            (b"ratelimit", f'"{policy.name}";r={remaining};t={seconds}'.encode()),
+        ]
+
+    @staticmethod
+    def _partition(policy: Policy, principal: Principal) -> str:
+        return principal.prefix if policy.name == "key" else str(principal.tenant_id)
+
+    def _remaining(self, policy: Policy, partition: str) -> int:
+        return self._limiter.get_window_stats(policy.item, partition).remaining
+
+    def _reset_seconds(self, policy: Policy, partition: str) -> int:
+        """Whole seconds until the partition's oldest request leaves the window (at least 1)."""
+        reset = self._limiter.get_window_stats(policy.item, partition).reset_time
+        return max(1, math.ceil(reset - time.time()))
+
+
+async def authenticate(services: "Services", key: str, scope: Scope) -> Principal:
+    """The principal of an API key, admitted by the rate limits: the one place both the lean path
+    and FastAPI's dependencies authenticate. The limits' header fields for the answer are left in
+    ``scope`` under :data:`SCOPE_HEADERS`."""
+    principal = await services.auth.verify(key)
+    if services.rate_limits.enabled:
+        scope[SCOPE_HEADERS] = services.rate_limits.admit(principal)
+    return principal

@@ -1,10 +1,13 @@
 """Rate limits per API key and per tenant, applied once, right after a request is authenticated.
 
-Two quota policies, each off unless configured (``DOCNUM_KEY_RATE_LIMIT``,
+Two quota policies and a cap, each off unless configured (``DOCNUM_KEY_RATE_LIMIT``,
 ``DOCNUM_TENANT_RATE_LIMIT``, in the ``limits`` library's notation: ``600/minute``):
 
 - ``"key"``: the requests one key (by its prefix) may make in the window;
-- ``"tenant"``: the requests all keys of one tenant may make together in the window.
+- ``"tenant"``: the requests all keys of one tenant may make together in the window;
+
+and the cap ``DOCNUM_MAX_CONCURRENT_REQUESTS_PER_TENANT``: the requests one tenant may have in
+progress at once (policy ``"concurrency"``, in ``concurrent-requests``).
 
 Invariants, and why they hold:
 
@@ -17,6 +20,12 @@ Invariants, and why they hold:
 - The window moves (``limits``' moving window, in memory): at no instant do the last ``w``
   seconds hold more than ``q`` admitted requests of one key or tenant, with no burst at a fixed
   window's edge.
+- A tenant has at most ``DOCNUM_MAX_CONCURRENT_REQUESTS_PER_TENANT`` requests in progress (when
+  set), so it cannot take all of the process's ``max_concurrent_requests`` and the pool with it:
+  a request takes a place when admitted and app.middleware gives it back when its answer is
+  finished, however it ended (the place is recorded in the scope, and the request layer's
+  ``finally`` reads it). A place is taken before the rate is counted, so a request refused for
+  concurrency costs no quota.
 - Limits are per process: each process counts only what it served. With N processes behind one
   address a key may make up to N times its quota (as many as its requests reach each process).
 - Answers carry the IETF ``RateLimit-Policy`` and ``RateLimit`` fields
@@ -45,6 +54,9 @@ if TYPE_CHECKING:  # app.services builds the limits
 # (app.middleware adds them to whatever answers it).
 SCOPE_HEADERS = "docnum.rate_limit_headers"
 
+# The tenant whose place an admitted request holds, when their number is capped.
+SCOPE_TENANT = "docnum.rate_limit_tenant"
+
 Header = tuple[bytes, bytes]
 
 
@@ -62,7 +74,9 @@ class Policy:
 class RateLimits:
     """The configured policies of one process and what each key and tenant used of them."""
 
-    def __init__(self, key_limit: str | None, tenant_limit: str | None) -> None:
+    def __init__(
+        self, key_limit: str | None, tenant_limit: str | None, tenant_concurrency: int | None
+    ) -> None:
         self._policies = [
             Policy(name, parse(limit))
             for name, limit in (("key", key_limit), ("tenant", tenant_limit))
@@ -73,12 +87,42 @@ class RateLimits:
             b"ratelimit-policy",
             ", ".join(policy.field for policy in self._policies).encode(),
         )
+        self._concurrency = tenant_concurrency
+        self._in_progress: dict[int, int] = {}  # tenant id -> its requests in progress
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._policies)
+    def admit(self, principal: Principal, scope: Scope) -> None:
+        """Admit one request of ``principal``, or raise :class:`RateLimited`. An admitted request
+        holds one of its tenant's places until :meth:`finished`, and its answer's header fields
+        wait in ``scope``."""
+        if self._concurrency is not None:
+            self._take_place(principal.tenant_id)
+            scope[SCOPE_TENANT] = principal.tenant_id
+        if self._policies:
+            scope[SCOPE_HEADERS] = self._count(principal)
 
-    def admit(self, principal: Principal) -> list[Header]:
+    def finished(self, tenant: int) -> None:
+        """Give back the place that :meth:`admit` gave a request of ``tenant``."""
+        left = self._in_progress[tenant] - 1
+        if left:
+            self._in_progress[tenant] = left
+        else:
+            del self._in_progress[tenant]
+
+    def _take_place(self, tenant: int) -> None:
+        taken = self._in_progress.get(tenant, 0)
+        if self._concurrency is not None and taken >= self._concurrency:
+            raise RateLimited(
+                f"The tenant has {taken} requests in progress, as many as allowed; retry.",
+                headers={
+                    "Retry-After": "1",
+                    "RateLimit-Policy": f'"concurrency";q={self._concurrency};'
+                    'qu="concurrent-requests"',
+                    "RateLimit": '"concurrency";r=0;t=1',
+                },
+            )
+        self._in_progress[tenant] = taken + 1
+
+    def _count(self, principal: Principal) -> list[Header]:
         """Count one request of ``principal`` and return the header fields for its answer, or
         raise :class:`RateLimited` (counting nothing) when a policy has no request left."""
         partitions = [(policy, self._partition(policy, principal)) for policy in self._policies]
@@ -122,6 +166,5 @@ async def authenticate(services: "Services", key: str, scope: Scope) -> Principa
     and FastAPI's dependencies authenticate. The limits' header fields for the answer are left in
     ``scope`` under :data:`SCOPE_HEADERS`."""
     principal = await services.auth.verify(key)
-    if services.rate_limits.enabled:
-        scope[SCOPE_HEADERS] = services.rate_limits.admit(principal)
+    services.rate_limits.admit(principal, scope)
     return principal

@@ -65,7 +65,11 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             ),
             auth=Authenticator(pool, settings.auth_cache_seconds),
             exports=ExportSlots(settings.max_concurrent_exports),
-            rate_limits=RateLimits(settings.key_rate_limit, settings.tenant_rate_limit),
+            rate_limits=RateLimits(
+                settings.key_rate_limit,
+                settings.tenant_rate_limit,
+                settings.max_concurrent_requests_per_tenant,
+            ),
         )
         await services.catalog.start()
         services.auth.start()

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(
         default=1024, ge=1, description="Requests served at once per process; more get 503."
     )
+    max_concurrent_requests_per_tenant: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests one tenant's keys may have in progress at once per process; more "
+        "get 429. Unset: no cap beyond max_concurrent_requests.",
+    )
     max_concurrent_exports: int = Field(
         default=4,
         ge=1,

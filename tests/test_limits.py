@@ -139,3 +139,29 @@ async def test_a_tenant_limit_counts_every_key_of_the_tenant_and_no_other_tenant
 def test_a_rate_limit_that_is_not_a_rate_is_refused_at_start() -> None:
     with pytest.raises(ValidationError, match="600/minute"):
         Settings(key_rate_limit="lots")
+
+
+async def test_a_tenant_past_its_concurrency_cap_gets_429_while_others_are_served(
+    settings: Settings, tenant: Tenant, other_tenant: Tenant, pool: asyncpg.Pool
+) -> None:
+    changes = {"max_concurrent_requests_per_tenant": 2, "lock_timeout_ms": 10_000}
+    async with served(settings, **changes) as http:
+        await create_series(http, tenant, "g", mode="gapless")
+        await create_series(http, other_tenant, "g", mode="gapless")
+        assert (await issue(http, tenant, "g")).status_code == 201
+        async with pool.acquire() as conn, conn.transaction():
+            await lock_counters(conn, Target(tenant, "g"))
+            held = [asyncio.create_task(issue(http, tenant, "g")) for _ in range(2)]
+            await lock_waiters(conn, at_least=1)
+            for refused in (
+                await issue(http, tenant, "g"),
+                await http.get("/series", headers=tenant.admin),
+            ):
+                assert_problem(refused, 429, "rate-limited")
+                assert refused.headers["Retry-After"] == "1"
+                assert rate_limit(refused)[:2] == ('"concurrency"', 0)
+            assert (await issue(http, other_tenant, "g")).status_code == 201
+        assert sorted([(await task).json()["value"] for task in held]) == [2, 3]
+        # The places are given back once answered, refusals' included.
+        assert (await issue(http, tenant, "g")).json()["value"] == 4
+        assert (await http.get("/series", headers=tenant.admin)).status_code == 200

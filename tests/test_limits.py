@@ -39,16 +39,26 @@ async def issue(http: httpx.AsyncClient, tenant: Tenant, series: str) -> httpx.R
     return await http.post(f"/series/{series}/next", headers=tenant.issuer)
 
 
+@contextlib.asynccontextmanager
+async def two_held(
+    http: httpx.AsyncClient, pool: asyncpg.Pool, tenant: Tenant
+) -> AsyncIterator[list[asyncio.Task[httpx.Response]]]:
+    """Two requests of ``tenant`` for a number of its gapless series ``g``, held in progress
+    behind its locked counter (after one issued, so the counter exists) until the block ends."""
+    assert (await issue(http, tenant, "g")).status_code == 201
+    async with pool.acquire() as conn, conn.transaction():
+        await lock_counters(conn, Target(tenant, "g"))
+        held = [asyncio.create_task(issue(http, tenant, "g")) for _ in range(2)]
+        await lock_waiters(conn, at_least=1)
+        yield held
+
+
 async def test_requests_past_the_concurrency_limit_are_refused_with_503(
     settings: Settings, tenant: Tenant, pool: asyncpg.Pool
 ) -> None:
     async with served(settings, max_concurrent_requests=2, lock_timeout_ms=10_000) as http:
         await create_series(http, tenant, "g", mode="gapless")
-        assert (await issue(http, tenant, "g")).status_code == 201
-        async with pool.acquire() as conn, conn.transaction():
-            await lock_counters(conn, Target(tenant, "g"))
-            held = [asyncio.create_task(issue(http, tenant, "g")) for _ in range(2)]
-            await lock_waiters(conn, at_least=1)
+        async with two_held(http, pool, tenant) as held:
             refused = await http.get("/healthz")
             assert_problem(refused, 503, "overloaded")
             assert refused.headers["Retry-After"].isdigit()
@@ -148,11 +158,7 @@ async def test_a_tenant_past_its_concurrency_cap_gets_429_while_others_are_serve
     async with served(settings, **changes) as http:
         await create_series(http, tenant, "g", mode="gapless")
         await create_series(http, other_tenant, "g", mode="gapless")
-        assert (await issue(http, tenant, "g")).status_code == 201
-        async with pool.acquire() as conn, conn.transaction():
-            await lock_counters(conn, Target(tenant, "g"))
-            held = [asyncio.create_task(issue(http, tenant, "g")) for _ in range(2)]
-            await lock_waiters(conn, at_least=1)
+        async with two_held(http, pool, tenant) as held:
             for refused in (
                 await issue(http, tenant, "g"),
                 await http.get("/series", headers=tenant.admin),

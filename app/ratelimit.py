@@ -140,25 +140,24 @@ class RateLimits:
                 )
         for policy, partition in partitions:
             self._limiter.hit(policy.item, partition)
-        policy, partition = min(partitions, key=lambda found: self._remaining(found[0], found[1]))
-        remaining = self._remaining(policy, partition)
-        seconds = self._reset_seconds(policy, partition)
-        return [
-            self._policy_header,
-            (b"ratelimit", f'"{policy.name}";r={remaining};t={seconds}'.encode()),
-        ]
+        remaining, seconds, name = min(
+            (stats.remaining, _seconds_until(stats.reset_time), policy.name)
+            for policy, partition in partitions
+            for stats in [self._limiter.get_window_stats(policy.item, partition)]
+        )
+        return [self._policy_header, (b"ratelimit", f'"{name}";r={remaining};t={seconds}'.encode())]
 
     @staticmethod
     def _partition(policy: Policy, principal: Principal) -> str:
         return principal.prefix if policy.name == "key" else str(principal.tenant_id)
 
-    def _remaining(self, policy: Policy, partition: str) -> int:
-        return self._limiter.get_window_stats(policy.item, partition).remaining
-
     def _reset_seconds(self, policy: Policy, partition: str) -> int:
-        """Whole seconds until the partition's oldest request leaves the window (at least 1)."""
-        reset = self._limiter.get_window_stats(policy.item, partition).reset_time
-        return max(1, math.ceil(reset - time.time()))
+        return _seconds_until(self._limiter.get_window_stats(policy.item, partition).reset_time)
+
+
+def _seconds_until(reset_time: float) -> int:
+    """Whole seconds until a partition's oldest request leaves the window (at least 1)."""
+    return max(1, math.ceil(reset_time - time.time()))
 
 
 async def authenticate(services: "Services", key: str, scope: Scope) -> Principal:

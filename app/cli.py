@@ -6,7 +6,9 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -24,6 +26,7 @@ from app.services import STOP_SECONDS
 from app.settings import Settings, get_settings
 
 T = TypeVar("T")
+MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 CLI_ACTOR = "command line"
 
 
@@ -64,6 +67,23 @@ class _StoppingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+@contextlib.contextmanager
+def _shared_metrics() -> Iterator[None]:
+    """The directory where the workers keep their metrics for every scrape to add up
+    (prometheus_client's multiprocess mode, see app.metrics): ``PROMETHEUS_MULTIPROC_DIR`` when
+    set, emptied of an earlier run's files, else a new one that is removed at exit."""
+    given = os.environ.get(MULTIPROCESS_VARIABLE)
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="docnum-metrics-") as directory:
+        os.environ[MULTIPROCESS_VARIABLE] = directory  # the workers inherit it
+        yield
+
+
 def serve(settings: Settings, args: argparse.Namespace) -> None:
     logs.configure(settings)
     # uvicorn stops gracefully on SIGTERM and then raises it again; exiting 0 at that point (or
@@ -98,7 +118,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
         "timeout_graceful_shutdown": max(settings.shutdown_grace_seconds - STOP_SECONDS, 0.1),
     }
     if workers > 1:  # each worker stops as uvicorn's own server does, within the same grace
-        uvicorn.run(**options)
+        with _shared_metrics():
+            uvicorn.run(**options)
         return
     server = _StoppingServer(uvicorn.Config(**options))
     with contextlib.suppress(KeyboardInterrupt):

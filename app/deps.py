@@ -25,6 +25,7 @@ from app.errors import (
     Overloaded,
     PayloadTooLarge,
     Problem,
+    RateLimited,
     Unauthorized,
     Unavailable,
     UnsupportedMediaType,
@@ -32,6 +33,7 @@ from app.errors import (
 )
 from app.formatting import MAX_NUMBER_LENGTH
 from app.idempotency import KEY_DESCRIPTION, KEY_PATTERN, REPLAYED_HEADER
+from app.ratelimit import authenticate
 from app.schemas import LINE_PATTERN, SERIES_NAME_PATTERN
 from app.services import Services
 
@@ -51,7 +53,9 @@ JSON_BODY_PROBLEMS: tuple[type[Problem], ...] = (
 
 def key_problems(*kinds: type[Problem]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI responses of a route any key of the tenant may call, plus ``kinds``."""
-    return problem_responses(Unauthorized, InvalidRequest, Unavailable, Overloaded, *kinds)
+    return problem_responses(
+        Unauthorized, InvalidRequest, RateLimited, Unavailable, Overloaded, *kinds
+    )
 
 
 def admin_problems(*kinds: type[Problem]) -> dict[int | str, dict[str, Any]]:
@@ -115,12 +119,13 @@ PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 
 
 async def get_principal(
+    request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send an API key as 'Authorization: Bearer <key>'.")
-    return await services.auth.verify(credentials.credentials)
+    return await authenticate(services, credentials.credentials, request.scope)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

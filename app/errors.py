@@ -243,6 +243,24 @@ class PreconditionRequired(Problem):
     )
 
 
+class RateLimited(Problem):
+    status, slug, title = 429, "rate-limited", "Too many requests for this key or tenant"
+    description = (
+        "The key, or its tenant's keys together, made as many requests as the service allows "
+        "in the window (`DOCNUM_KEY_RATE_LIMIT`, `DOCNUM_TENANT_RATE_LIMIT`); nothing was done. "
+        "Retry after `Retry-After` seconds. `RateLimit-Policy` names the quotas and `RateLimit` "
+        "the one that ran out (draft-ietf-httpapi-ratelimit-headers); every answer to a key "
+        "carries them, so a client can slow down before it is refused."
+    )
+    documented_headers: ClassVar[Mapping[str, str]] = {
+        **RETRY_AFTER,
+        "RateLimit-Policy": 'The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` '
+        "per `w` seconds, per key and per tenant).",
+        "RateLimit": 'The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds '
+        "until one is free again).",
+    }
+
+
 class PayloadTooLarge(Problem):
     status, slug, title = 413, "payload-too-large", "Request body too large"
     description = (

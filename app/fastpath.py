@@ -46,6 +46,7 @@ from app.idempotency import KEY_PATTERN, REPLAYED_HEADER, claim_of
 from app.issued import Issued
 from app.issuing import Answer as IssuerAnswer
 from app.issuing import check_count
+from app.ratelimit import SCOPE_HEADERS, authenticate
 from app.schemas import SERIES_NAME_PATTERN, BatchRequest, NextRequest
 from app.services import Services
 
@@ -137,6 +138,7 @@ async def serve(
                 (b"content-length", str(len(body)).encode()),
                 *headers,
                 *extra_headers,
+                *scope.get(SCOPE_HEADERS, ()),
             ],
         }
     )
@@ -156,7 +158,7 @@ async def _issue(
             authorization = value.decode("latin-1")
         elif header == IDEMPOTENCY_KEY and key is None:
             key = value.decode("latin-1")
-    principal = await _authenticate(services, authorization)
+    principal = await _authenticate(services, authorization, scope)
     errors = [*_errors(_NAME, name, ("path", "name"))]
     if key is not None:
         errors += _errors(_KEY, key, ("header", IDEMPOTENCY_KEY_HEADER))
@@ -249,13 +251,13 @@ def _errors(adapter: TypeAdapter[Any], value: Any, location: tuple[str, ...]) ->
     return []
 
 
-async def _authenticate(services: Services, authorization: str | None) -> Principal:
+async def _authenticate(services: Services, authorization: str | None, scope: Scope) -> Principal:
     """The key of ``Authorization: Bearer <key>``, as FastAPI's HTTPBearer reads it."""
     scheme, _, credentials = (authorization or "").partition(" ")
     credentials = credentials.strip()
     if not (scheme and credentials) or scheme.lower() != "bearer":
         raise Unauthorized("Send an API key as 'Authorization: Bearer <key>'.")
-    return await services.auth.verify(credentials)
+    return await authenticate(services, credentials, scope)
 
 
 def _one(issued: Issued) -> bytes:

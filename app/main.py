@@ -69,9 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with logs.background_writer(settings):
-            async with running(settings) as services:
-                app.state.services = services
-                yield
+            try:
+                async with running(settings) as services:
+                    app.state.services = services
+                    yield
+            finally:
+                metrics.worker_exited()
 
     app = Docnum(
         settings,

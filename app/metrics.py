@@ -1,10 +1,14 @@
-"""Prometheus metrics of one process.
+"""Prometheus metrics of the service: of one process, or of all workers of ``docnum serve``.
 
-Counters and histograms live in this process's memory: with ``DOCNUM_WORKERS`` above 1, a scrape
-reaches whichever worker accepts the connection and shows that worker's numbers only. For exact
-metrics run one worker per container and scale with replicas, scraping each replica.
+With one worker, counters and histograms live in the process's memory. With ``DOCNUM_WORKERS``
+above 1, ``docnum serve`` runs prometheus_client's multiprocess mode: it gives the workers one
+directory (``PROMETHEUS_MULTIPROC_DIR``, emptied at start) where each keeps its counts in files
+of its own, and a scrape, whichever worker answers it, adds up every worker's files, those of
+workers that exited included. So every scrape shows the totals of the service since it started.
+A worker that exits says so (``mark_process_dead``), which drops what only a live process means.
 
-Pool gauges are read from the pool at scrape time, so they are never stale.
+Pool gauges are read from the pool at scrape time, so they are never stale; they are those of
+the worker that answered the scrape (each worker has its own pool).
 
 A scrape sees each tenant's series only when it is authorised (it presents the metrics token, see
 ``app.routes.metrics``). Any other scrape gets every family with a ``tenant`` or ``series`` label
@@ -12,18 +16,23 @@ summed over those labels: totals by mode, never a tenant id, a series name or on
 The sums are made from the same counters when scraped, so the two views always agree.
 """
 
+import os
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import asyncpg
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from app.definition import Series
+
+# Set for the workers by ``docnum serve`` when it runs more than one (prometheus_client reads it
+# once, when first imported, to decide where values live).
+MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -143,9 +152,25 @@ class _Scrape(Collector):
         self._per_series = per_series
 
     def collect(self) -> Iterator[Metric]:
-        for family in REGISTRY.collect():
+        for family in _registry().collect():
             yield family if self._per_series else without_tenants(family)
         yield from self._pool_collector.collect()
+
+
+def _registry() -> CollectorRegistry:
+    """Where a scrape reads the counters: every worker's files in multiprocess mode, else this
+    process's registry."""
+    if MULTIPROCESS_DIR is None:
+        return REGISTRY
+    workers = CollectorRegistry()
+    multiprocess.MultiProcessCollector(workers, MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
+    return workers
+
+
+def worker_exited() -> None:
+    """Tell the other workers this one is gone (multiprocess mode only)."""
+    if MULTIPROCESS_DIR is not None:
+        multiprocess.mark_process_dead(os.getpid(), MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
 
 
 def render(pool: asyncpg.Pool, accept: str, *, per_series: bool) -> tuple[bytes, str]:

@@ -10,6 +10,8 @@ For each request it:
   JSON bodies (415 otherwise; the portal's forms are exempt);
 - sends ``POST /series/{name}/next`` and ``/batch`` to the lean path (app.fastpath), everything
   else to FastAPI;
+- adds the rate limits' header fields (app.ratelimit) to the answer of an admitted request, and
+  gives back its tenant's place once it is answered;
 - once answered, counts the request in the metrics and writes its access line, labelled with the
   route template (never the raw path), also when serving it raised;
 - answers a request cut off before it answered (the server stopping after its grace period
@@ -36,7 +38,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import fastpath, logs
+from app import fastpath, logs, ratelimit
 from app.errors import (
     Overloaded,
     PayloadTooLarge,
@@ -114,6 +116,9 @@ class RequestLayer:
                 raise
             finally:
                 self.in_flight -= 1
+                tenant = scope.get(ratelimit.SCOPE_TENANT)
+                if tenant is not None:
+                    self.state.services.rate_limits.finished(tenant)
         finally:
             if route is None:
                 route = getattr(scope.get("route"), "path_format", None) or logs.UNMATCHED
@@ -160,7 +165,8 @@ class RequestLayer:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
-                message["headers"] = [*message.get("headers", ()), *echoed]
+                limits = scope.get(ratelimit.SCOPE_HEADERS, ())
+                message["headers"] = [*message.get("headers", ()), *echoed, *limits]
             await send(message)
 
         if declared:

@@ -17,6 +17,7 @@ from app.database import connect_direct, create_pool, database_url, direct_url
 from app.exports import ExportSlots
 from app.issuing import DateWindow, Issuer
 from app.migrate import migrate
+from app.ratelimit import RateLimits
 from app.settings import Settings
 
 logger = logging.getLogger("docnum.services")
@@ -37,6 +38,7 @@ class Services:
     issuer: Issuer
     auth: Authenticator
     exports: ExportSlots
+    rate_limits: RateLimits
 
 
 @contextlib.asynccontextmanager
@@ -65,6 +67,11 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             ),
             auth=Authenticator(pool, settings.auth_cache_seconds, settings.cached_keys),
             exports=ExportSlots(settings.max_concurrent_exports),
+            rate_limits=RateLimits(
+                settings.key_rate_limit,
+                settings.tenant_rate_limit,
+                settings.max_concurrent_requests_per_tenant,
+            ),
         )
         await services.catalog.start()
         services.auth.start()

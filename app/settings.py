@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from limits import parse
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -121,10 +122,27 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(
         default=1024, ge=1, description="Requests served at once per process; more get 503."
     )
+    max_concurrent_requests_per_tenant: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests one tenant's keys may have in progress at once per process; more "
+        "get 429. Unset: no cap beyond max_concurrent_requests.",
+    )
     max_concurrent_exports: int = Field(
         default=4,
         ge=1,
         description="CSV ledger exports streamed at once per process; more get 503.",
+    )
+    key_rate_limit: str | None = Field(
+        default=None,
+        description="Requests one API key may make per process in a moving window, as "
+        "`600/minute` (the `limits` notation: `<count>/<second|minute|hour|day>`); more get 429. "
+        "Unset: no limit.",
+    )
+    tenant_rate_limit: str | None = Field(
+        default=None,
+        description="Requests all keys of one tenant may make together per process, in the same "
+        "notation; more get 429. Unset: no limit.",
     )
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     auth_cache_seconds: float = Field(
@@ -193,6 +211,20 @@ class Settings(BaseSettings):
         description="A scrape of /metrics that presents it (Authorization: Bearer) sees each "
         "tenant's series; any other scrape sees sums only. Unset: nobody sees them.",
     )
+
+    @field_validator("key_rate_limit", "tenant_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str | None) -> str | None:
+        """A limit must read as one rate; empty is unset."""
+        if not value:
+            return None
+        try:
+            parse(value)
+        except ValueError:
+            raise PydanticCustomError(
+                "rate_limit", "not a rate such as 600/minute: {value}", {"value": value}
+            ) from None
+        return value
 
     @field_validator("session_secret", "metrics_token")
     @classmethod

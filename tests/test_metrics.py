@@ -3,15 +3,24 @@
 import asyncio
 import secrets
 import time
+from pathlib import Path
 
 import asyncpg
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from app.settings import Settings
-from tests.support import METRICS_TOKEN, Tenant, assert_problem, create_series
+from tests.support import (
+    METRICS_TOKEN,
+    ServiceProcess,
+    Tenant,
+    assert_problem,
+    create_series,
+    start_service,
+)
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -21,6 +30,7 @@ WHERE s.tenant_id = $1 AND s.name = $2
 """
 
 
+ISSUED = "docnum_numbers_issued_total"
 AUTHORISED = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
@@ -170,3 +180,47 @@ def test_a_weak_metrics_token_is_refused() -> None:
         Settings(metrics_token="metrics")
     [error] = refused.value.errors(include_input=False)
     assert error["msg"].startswith("DOCNUM_METRICS_TOKEN is too weak: it has 7 characters")
+
+
+def serving_workers(service: ServiceProcess) -> set[int]:
+    """The workers of ``service`` that hold an open connection from a client."""
+    return {
+        worker.pid
+        for worker in psutil.Process(service.process.pid).children()
+        for connection in worker.net_connections("tcp")
+        if connection.status == psutil.CONN_ESTABLISHED and connection.laddr.port == service.port
+    }
+
+
+@pytest.mark.xdist_group("processes")
+async def test_with_two_workers_every_scrape_shows_the_requests_of_both(
+    database_url: str, service_dir: Path, tenant: Tenant
+) -> None:
+    env: dict[str, str | None] = {
+        "DOCNUM_METRICS_TOKEN": METRICS_TOKEN,
+        "DOCNUM_LOG_LEVEL": "warning",
+    }
+    service = start_service(database_url, service_dir, workers=2, env=env)
+    series = f"spread-{secrets.token_hex(4)}"
+    clients: list[httpx.AsyncClient] = []
+    try:
+        async with httpx.AsyncClient(base_url=service.url) as admin:
+            await create_series(admin, tenant, series, mode="gapless")
+        # A connection stays with the worker that accepted it: open new ones, each issuing a
+        # number, until both workers have served some.
+        deadline = time.monotonic() + 20
+        while len(serving_workers(service)) < 2:
+            assert time.monotonic() < deadline, "the requests never reached a second worker"
+            clients.append(httpx.AsyncClient(base_url=service.url))
+            issued = await clients[-1].post(f"/series/{series}/next", headers=tenant.issuer)
+            assert issued.status_code == 201, issued.text
+        labels = {"tenant": str(tenant.id), "series": series, "mode": "gapless"}
+        for _ in range(6):  # each on a new connection, answered by either worker
+            async with httpx.AsyncClient(base_url=service.url) as scraper:
+                assert value(await scrape(scraper), ISSUED, **labels) == len(clients)
+                summed = await scrape(scraper, headers={})
+                assert value(summed, ISSUED, mode="gapless") == len(clients)
+    finally:
+        for client in clients:
+            await client.aclose()
+        service.stop()

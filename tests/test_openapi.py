@@ -85,6 +85,16 @@ async def test_protected_operations_document_401_with_its_challenge(
         assert operation["responses"]["503"]["headers"]["Retry-After"]["required"] is True
 
 
+async def test_protected_operations_document_429_with_its_rate_limit_headers(
+    document: dict[str, Any],
+) -> None:
+    for method, path, operation in protected(document):
+        limited = operation["responses"]["429"]
+        assert "/problems/rate-limited" in limited["description"], (method, path)
+        for header in ("Retry-After", "RateLimit-Policy", "RateLimit"):
+            assert limited["headers"][header]["required"] is True, (method, path, header)
+
+
 async def test_exactly_the_admin_operations_document_403(document: dict[str, Any]) -> None:
     admin = {(r.method, r.path.replace("{series}", "{name}")) for r in ROUTES if r.scope == "admin"}
     documented = {(m, p) for m, p, op in protected(document) if "403" in op["responses"]}

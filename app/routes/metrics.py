@@ -26,8 +26,8 @@ no tenant id, series name or per-series count is shown. With `Authorization: Bea
 the token is the configured `DOCNUM_METRICS_TOKEN`, they are shown per tenant and series. Any
 other `Authorization` gets 401.
 
-Each process reports its own metrics: with `DOCNUM_WORKERS` above 1, a scrape shows whichever
-worker answered it. Run one worker per container and scrape every replica for exact numbers.
+With `DOCNUM_WORKERS` above 1, counters and histograms are those of every worker, added up at each
+scrape; the pool gauges are those of the worker that answered.
 """
 EXAMPLE = """\
 # HELP docnum_numbers_issued_total Numbers issued (idempotent replays excluded), by tenant id, \
@@ -61,7 +61,7 @@ def per_series(request: Request, token: str | None) -> bool:
 
 @router.get(
     "/metrics",
-    summary="Prometheus metrics of this process",
+    summary="Prometheus metrics of the service",
     description=DESCRIPTION,
     response_class=Response,
     responses={

@@ -7,9 +7,11 @@ voids a number through the client, and ``tsc`` checks the test's calls against t
 types. npm is required: without it these tests fail, saying so, rather than skip.
 """
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,6 +65,8 @@ def test_the_committed_types_are_what_the_generator_makes_of_the_served_document
     tools = _node_tools()
     document = tmp_path / "openapi.json"
     document.write_bytes(httpx.get(f"{service.url}/openapi.json").raise_for_status().content)
+    printed = _run([sys.executable, "-m", "app.cli", "openapi"], RUN_SECONDS)
+    assert json.loads(printed) == json.loads(document.read_bytes())  # what `npm run generate` reads
     generated = tmp_path / "schema.d.ts"
     _run(
         [str(tools / "openapi-typescript"), str(document), "--output", str(generated)], RUN_SECONDS

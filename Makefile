@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser pgbouncer lint check-tests bench bench-quick clean
+.PHONY: run test browser pgbouncer node lint check-tests bench bench-quick clean
 
 run: $(STAMP)
 	$(BIN)/docnum serve
 
-test: $(STAMP) browser pgbouncer lint check-tests
+test: $(STAMP) browser pgbouncer node lint check-tests
 
 # Browser tests drive Debian's Chromium; Playwright cannot download its own browser here.
 browser:
@@ -20,6 +20,11 @@ browser:
 pgbouncer:
 	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; }
+
+# The TypeScript client's tests run Node.js; npm installs its pinned packages from the lockfile.
+node:
+	@command -v npm >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,8 +1,9 @@
-"""The ``docnum`` command: serve, migrate, and manage API keys."""
+"""The ``docnum`` command: serve, migrate, manage API keys, print the OpenAPI document."""
 
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -21,6 +22,7 @@ from app import demo, keys, logs
 from app.auth import SCOPES
 from app.database import Connection, database_url, direct_url
 from app.errors import KeyNotFound, TenantNotFound
+from app.main import create_app
 from app.migrate import MigrationError, migrate
 from app.services import STOP_SECONDS
 from app.settings import Settings, get_settings
@@ -136,6 +138,12 @@ def migrate_command(settings: Settings, _args: argparse.Namespace) -> None:
     print("migrations are up to date", file=sys.stderr)
 
 
+def openapi_command(settings: Settings, _args: argparse.Namespace) -> None:
+    """Print the document ``GET /openapi.json`` serves, for client generators; starts nothing
+    (no database, no server)."""
+    print(json.dumps(create_app(settings).openapi(), indent=2))
+
+
 def keys_command(settings: Settings, args: argparse.Namespace) -> None:
     url = direct_url(settings, database_url(settings))
 
@@ -173,6 +181,10 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="apply database migrations").set_defaults(
         handler=migrate_command
     )
+
+    commands.add_parser(
+        "openapi", help="print the OpenAPI document, as GET /openapi.json serves it"
+    ).set_defaults(handler=openapi_command)
 
     key = commands.add_parser("keys", help="manage API keys")
     actions = key.add_subparsers(dest="action", required=True)

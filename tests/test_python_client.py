@@ -8,6 +8,7 @@ number.
 import asyncio
 import dataclasses
 import datetime
+import logging
 import pickle
 import socket
 import socketserver
@@ -37,6 +38,7 @@ from docnum_client import (
     NotFound,
     NotGapless,
     NumberNotFound,
+    PreconditionFailed,
     SeriesArchived,
     SeriesExhausted,
     SeriesNotFound,
@@ -313,6 +315,185 @@ async def test_async_void_and_the_ledger_problems(service: ServiceProcess, tenan
         assert (await docnum.get_number(recorded, recorded_number)).status == "issued"
 
 
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+async def test_a_void_whose_answer_was_lost_gets_the_first_answer_back(
+    service: ServiceProcess, tenant: Tenant, proxy: LossyProxy, flavour: str
+) -> None:
+    name = await make_series(service, tenant, "lostvoid")
+    with DocnumClient(service.url, tenant.admin_key) as docnum:
+        number = docnum.next(name).number
+    proxy.drop = 1
+    if flavour == "sync":
+        with DocnumClient(proxy.url, tenant.admin_key) as docnum:
+            voided = docnum.void(name, number, "cancelled")
+    else:
+        async with AsyncDocnumClient(proxy.url, tenant.admin_key) as adocnum:
+            voided = await adocnum.void(name, number, "cancelled")
+    first, retry = proxy.exchanges
+    assert (first.status, first.dropped, retry.status, retry.replayed) == (200, True, 200, True)
+    assert retry.idempotency_key == first.idempotency_key is not None
+    assert (voided.status, voided.void_reason, voided.replayed) == ("voided", "cancelled", True)
+
+
+# --- the whole API
+
+
+async def test_series_are_created_listed_page_by_page_changed_archived_and_restored(
+    service: ServiceProcess, tenant: Tenant
+) -> None:
+    with DocnumClient(service.url, tenant.admin_key) as docnum:
+        created = docnum.create_series(
+            "a-inv", "A-{YYYY}-{seq}", reset="yearly", idempotency_key="make-a"
+        )
+        again = docnum.create_series(
+            "a-inv", "A-{YYYY}-{seq}", reset="yearly", idempotency_key="make-a"
+        )
+        docnum.create_series("b-inv", "B-{seq}")
+        docnum.create_series("c-inv", "C-{seq}")
+        listed = list(docnum.list_series(page_size=2))
+        read = docnum.get_series("a-inv")
+        changed = docnum.update_series(
+            "a-inv", if_match=read.etag, format="A-{YYYY}-{seq:04}", effective_from=DAY
+        )
+        with pytest.raises(PreconditionFailed) as stale:
+            docnum.update_series("a-inv", if_match=read.etag, description="south")
+        docnum.archive_series("b-inv")
+        active = [s.name for s in docnum.list_series(page_size=1)]
+        everything = [s.name for s in docnum.list_series(archived=True, page_size=1)]
+        restored = docnum.restore_series("b-inv")
+    assert (created.name, created.reset, created.replayed, again.replayed) == (
+        "a-inv",
+        "yearly",
+        False,
+        True,
+    )
+    assert again == created
+    assert [s.name for s in listed] == ["a-inv", "b-inv", "c-inv"]
+    assert read.etag is not None and read.counters == ()
+    assert [(f.format, f.effective_from) for f in changed.formats] == [
+        ("A-{YYYY}-{seq}", None),
+        ("A-{YYYY}-{seq:04}", DAY),
+    ]
+    assert changed.etag not in (None, read.etag)
+    assert stale.value.status == 412
+    assert active == ["a-inv", "c-inv"]
+    assert everything == ["a-inv", "b-inv", "c-inv"]
+    assert (restored.name, restored.archived) == ("b-inv", False)
+
+
+async def test_the_ledger_is_read_page_by_page_filtered_checked_for_gaps_and_downloaded(
+    service: ServiceProcess, tenant: Tenant, tmp_path: Path
+) -> None:
+    name = await make_series(service, tenant, "book", format="BK-{seq:03}")
+    async with AsyncDocnumClient(service.url, tenant.admin_key) as docnum:
+        numbers = (await docnum.batch(name, 5, date=DAY)).numbers
+        await docnum.void(name, numbers[1], "typo")
+        entries = [e async for e in docnum.ledger(name, page_size=2)]
+        voided = [e.number async for e in docnum.ledger(name, status="voided")]
+        elsewhere = [e async for e in docnum.ledger(name, period="2025")]
+        gaps = await docnum.gaps(name, period="all")
+        csv = await docnum.ledger_csv(name, status="voided")
+        download = await docnum.download_ledger(name, tmp_path / "book.csv")
+    assert sorted(e.number for e in entries) == list(numbers)
+    assert len({e.request_id for e in entries}) == 3  # three pages
+    assert voided == [numbers[1]]
+    assert elsewhere == []
+    assert (gaps.period, gaps.last_value, gaps.missing, gaps.gaps) == ("all", 5, 0, ())
+    rows = csv.decode().splitlines()
+    assert rows[0].startswith("period,variables,value,number")
+    assert [row.split(",")[3] for row in rows[1:]] == [numbers[1]]
+    written = (tmp_path / "book.csv").read_bytes()
+    assert download.size == len(written) and download.request_id
+    assert sorted(line.split(",")[3] for line in written.decode().splitlines()[1:]) == list(numbers)
+
+
+async def test_keys_are_created_once_per_idempotency_key_listed_revoked_and_audited(
+    service: ServiceProcess, tenant: Tenant
+) -> None:
+    with DocnumClient(service.url, tenant.admin_key) as docnum:
+        made = docnum.create_key("issue", "erp", idempotency_key="erp-key")
+        again = docnum.create_key("issue", "erp", idempotency_key="erp-key")
+        listed = [k.prefix for k in docnum.list_keys(page_size=1)]
+        revoked = docnum.revoke_key(made.details.prefix)
+        still_listed = [k.prefix for k in docnum.list_keys()]
+        with_revoked = [k.prefix for k in docnum.list_keys(revoked=True, page_size=2)]
+        actions = [e.action for e in docnum.audit(page_size=1)]
+        revocations = list(docnum.audit(action="key.revoked"))
+    assert (again.key, again.replayed) == (made.key, True)
+    assert made.details.scope == "issue" and made.details.name == "erp"
+    assert len(listed) == 3 and made.details.prefix in listed
+    assert revoked.revoked_at is not None
+    assert made.details.prefix not in still_listed
+    assert set(with_revoked) == set(listed)
+    # The tenant's own two keys were audited when it was made.
+    assert actions == ["key.revoked", "key.created", "key.created", "key.created"]
+    assert [e.details for e in revocations] == [revocations[0].details]
+    with DocnumClient(service.url, made.key) as revoked_client, pytest.raises(Unauthorized):
+        revoked_client.next("any")
+
+
+async def test_results_and_errors_carry_the_request_id_and_the_replay_flag(
+    service: ServiceProcess, tenant: Tenant
+) -> None:
+    name = await make_series(service, tenant, "ids")
+    with DocnumClient(service.url, tenant.issue_key) as docnum:
+        first = docnum.next(name, idempotency_key="doc-1")
+        replay = docnum.next(name, idempotency_key="doc-1")
+        with pytest.raises(SeriesNotFound) as missing:
+            docnum.next("missing")
+    assert (first.replayed, replay.replayed) == (False, True)
+    assert first.request_id and replay.request_id and first.request_id != replay.request_id
+    assert missing.value.request_id and missing.value.request_id != first.request_id
+    assert missing.value.replayed is False
+
+
+async def test_the_client_reads_its_url_and_key_from_the_environment(
+    service: ServiceProcess, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = await make_series(service, tenant, "env")
+    monkeypatch.setenv("DOCNUM_URL", service.url)
+    monkeypatch.setenv("DOCNUM_API_KEY", tenant.issue_key)
+    with DocnumClient() as docnum:
+        assert docnum.next(name).number == "T-1"
+    async with AsyncDocnumClient() as adocnum:
+        assert (await adocnum.next(name)).number == "T-2"
+    monkeypatch.delenv("DOCNUM_API_KEY")
+    with pytest.raises(ValueError, match="DOCNUM_API_KEY"):
+        DocnumClient()
+
+
+async def test_a_given_http_client_transport_and_timeout_carry_the_requests(
+    service: ServiceProcess, tenant: Tenant
+) -> None:
+    name = await make_series(service, tenant, "given")
+    seen: list[httpx.Request] = []
+    with httpx.Client(event_hooks={"request": [seen.append]}) as http:
+        with DocnumClient(service.url, tenant.issue_key, http=http) as docnum:
+            assert docnum.next(name).value == 1
+        assert not http.is_closed  # the caller's client stays the caller's
+    assert seen[0].headers["Authorization"] == f"Bearer {tenant.issue_key}"
+    timeout = httpx.Timeout(5.0, connect=1.0)
+    async with (
+        httpx.AsyncClient(timeout=timeout) as ahttp,
+        AsyncDocnumClient(service.url, tenant.issue_key, http=ahttp) as adocnum,
+    ):
+        assert (await adocnum.next(name)).value == 2
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        problem = {"type": "/problems/series-archived", "title": "Series is archived"}
+        return httpx.Response(409, json=problem, headers={"X-Request-ID": "r-1"})
+
+    transport = httpx.MockTransport(refuse)
+    with (
+        DocnumClient("http://docnum.test", "dn_x", transport=transport, timeout=timeout) as docnum,
+        pytest.raises(SeriesArchived) as caught,
+    ):
+        docnum.next(name)
+    assert caught.value.request_id == "r-1"
+    with pytest.raises(ValueError, match="transport"):
+        DocnumClient(service.url, "dn_x", http=httpx.Client(), transport=transport)
+
+
 # --- errors
 
 
@@ -442,10 +623,15 @@ def test_unknown_and_non_problem_answers_fall_back_by_status(
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 async def test_lost_answer_is_retried_with_the_same_key_and_costs_one_number(
-    service: ServiceProcess, tenant: Tenant, proxy: LossyProxy, flavour: str
+    service: ServiceProcess,
+    tenant: Tenant,
+    proxy: LossyProxy,
+    flavour: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     name = await make_series(service, tenant, "lost")
     proxy.drop = 1
+    caplog.set_level(logging.WARNING, logger="docnum_client")
     if flavour == "sync":
         with DocnumClient(proxy.url, tenant.issue_key) as docnum:
             issued = docnum.next(name, date=DAY)
@@ -459,7 +645,11 @@ async def test_lost_answer_is_retried_with_the_same_key_and_costs_one_number(
     assert uuid.UUID(first.idempotency_key).version == 4
     assert retry.idempotency_key == first.idempotency_key
     assert (issued.number, issued.value) == ("T-1", 1)
+    assert issued.replayed
     assert await ledger(service, tenant, name) == [1]
+    (retried,) = [r for r in caplog.records if r.name == "docnum_client"]
+    assert retried.getMessage().startswith(f"retrying POST /series/{name}/next in ")
+    assert "attempt 1 of 4" in retried.getMessage()
 
 
 async def test_lost_batch_answer_is_not_issued_twice(

@@ -20,19 +20,26 @@ __all__ = [
     "Conflict",
     "DocnumError",
     "Forbidden",
+    "FormatConflict",
     "IdempotencyKeyInFlight",
     "IdempotencyKeyReused",
     "InvalidRequest",
+    "KeyNotFound",
     "LedgerDisabled",
     "MalformedRequest",
     "NotFound",
     "NotGapless",
     "NumberNotFound",
     "Overloaded",
+    "PreconditionFailed",
+    "PreconditionRequired",
     "SeriesArchived",
     "SeriesExhausted",
+    "SeriesExists",
+    "SeriesInUse",
     "SeriesNotFound",
     "ServiceUnreachable",
+    "TooManyExports",
     "Unauthorized",
     "Unavailable",
 ]
@@ -44,7 +51,10 @@ class DocnumError(Exception):
     """An error answer of the service (RFC 9457 fields), or no answer at all.
 
     ``retryable`` says whether the same request, with the same Idempotency-Key, may succeed
-    later; the clients retry those by themselves before raising.
+    later; the clients retry those by themselves before raising. ``request_id`` is the
+    service's ``X-Request-ID`` for the answer (quote it when reporting a problem), and
+    ``replayed`` says whether the answer was the stored answer of an earlier request with the
+    same Idempotency-Key.
     """
 
     problem_type: ClassVar[str] = BLANK
@@ -61,6 +71,8 @@ class DocnumError(Exception):
         instance: str | None = None,
         errors: Sequence[Mapping[str, Any]] = (),
         retry_after: float | None = None,
+        request_id: str | None = None,
+        replayed: bool = False,
     ) -> None:
         super().__init__(f"{status or 'no answer'} {title}: {detail}")
         self.status = status
@@ -70,6 +82,8 @@ class DocnumError(Exception):
         self.instance = instance
         self.errors = list(errors)
         self.retry_after = retry_after
+        self.request_id = request_id
+        self.replayed = replayed
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Task queues pickle exceptions; the default would call __init__ with the message only.
@@ -111,8 +125,28 @@ class NumberNotFound(NotFound):
     problem_type = "/problems/number-not-found"
 
 
+class KeyNotFound(NotFound):
+    problem_type = "/problems/key-not-found"
+
+
 class Conflict(DocnumError):
     problem_type, default_status = "/problems/conflict", 409
+
+
+class SeriesExists(Conflict):
+    problem_type = "/problems/series-exists"
+
+
+class SeriesInUse(Conflict):
+    """The change would alter numbers already issued (their start, step or mode)."""
+
+    problem_type = "/problems/series-in-use"
+
+
+class FormatConflict(Conflict):
+    """The new format could render a number the series already issued."""
+
+    problem_type = "/problems/format-conflict"
 
 
 class SeriesArchived(Conflict):
@@ -148,6 +182,18 @@ class IdempotencyKeyInFlight(Conflict):
     retryable = True
 
 
+class PreconditionFailed(DocnumError):
+    """``if_match`` named a version of the series that someone has changed since."""
+
+    problem_type, default_status = "/problems/precondition-failed", 412
+
+
+class PreconditionRequired(DocnumError):
+    """The service requires ``if_match`` on changes to a series."""
+
+    problem_type, default_status = "/problems/precondition-required", 428
+
+
 class InvalidRequest(DocnumError):
     """The request breaks a rule; ``errors`` names the fields (``{"field", "message"}``)."""
 
@@ -169,6 +215,10 @@ class Unavailable(DocnumError):
 
 class Overloaded(Unavailable):
     problem_type = "/problems/overloaded"
+
+
+class TooManyExports(Unavailable):
+    problem_type = "/problems/too-many-exports"
 
 
 def _kinds(root: type[DocnumError]) -> list[type[DocnumError]]:
@@ -199,9 +249,19 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
+def answer_meta(response: httpx.Response) -> dict[str, Any]:
+    """What every answer tells besides its body: the service's request id, and whether it is the
+    replay of an earlier request with the same Idempotency-Key."""
+    return {
+        "request_id": response.headers.get("X-Request-ID"),
+        "replayed": response.headers.get("Idempotent-Replayed", "").lower() == "true",
+    }
+
+
 def from_response(response: httpx.Response) -> DocnumError:
     """The exception for an error response, problem+json or not (a gateway's HTML page)."""
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    meta = answer_meta(response)
     try:
         body = response.json()
     except ValueError:
@@ -210,7 +270,7 @@ def from_response(response: httpx.Response) -> DocnumError:
         kind = _BY_STATUS.get(response.status_code, DocnumError)
         text = response.text.strip()[:200] or response.reason_phrase
         title = response.reason_phrase
-        return kind(response.status_code, BLANK, title, text, retry_after=retry_after)
+        return kind(response.status_code, BLANK, title, text, retry_after=retry_after, **meta)
     problem_type = str(body.get("type", BLANK))
     kind = _BY_TYPE.get(problem_type) or _BY_STATUS.get(response.status_code, DocnumError)
     errors = body.get("errors")
@@ -222,6 +282,7 @@ def from_response(response: httpx.Response) -> DocnumError:
         instance=body.get("instance"),
         errors=errors if isinstance(errors, list) else (),
         retry_after=retry_after,
+        **meta,
     )
 
 

@@ -289,7 +289,7 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Prometheus metrics of this process
+         * Prometheus metrics of the service
          * @description Prometheus text format (OpenMetrics when the `Accept` header asks for it).
          *
          *     Without an `Authorization` header, metrics labelled by tenant and series are summed over them:
@@ -297,8 +297,8 @@ export interface paths {
          *     the token is the configured `DOCNUM_METRICS_TOKEN`, they are shown per tenant and series. Any
          *     other `Authorization` gets 401.
          *
-         *     Each process reports its own metrics: with `DOCNUM_WORKERS` above 1, a scrape shows whichever
-         *     worker answered it. Run one worker per container and scrape every replica for exact numbers.
+         *     With `DOCNUM_WORKERS` above 1, counters and histograms are those of every worker, added up at each
+         *     scrape; the pool gauges are those of the worker that answered.
          */
         get: operations["getMetrics"];
         put?: never;
@@ -1220,6 +1220,21 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
             /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`) */
             503: {
                 headers: {
@@ -1331,6 +1346,21 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
             /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`) */
             503: {
                 headers: {
@@ -1390,6 +1420,21 @@ export interface operations {
             /** @description Invalid request (`/problems/invalid-request`) */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1460,6 +1505,21 @@ export interface operations {
             /** @description Invalid request (`/problems/invalid-request`) */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1601,6 +1661,21 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
             /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`) */
             503: {
                 headers: {
@@ -1669,6 +1744,21 @@ export interface operations {
             /** @description Invalid request (`/problems/invalid-request`) */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1749,7 +1839,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
-            /** @description Series is archived (`/problems/series-archived`); Series is exhausted (`/problems/series-exhausted`); Number already in the ledger (`/problems/number-collision`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
+            /** @description Series is archived (`/problems/series-archived`); Series is exhausted (`/problems/series-exhausted`); The series has as many counters as it may have (`/problems/too-many-counters`); Number already in the ledger (`/problems/number-collision`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying. */
@@ -1781,6 +1871,21 @@ export interface operations {
             /** @description Invalid request (`/problems/invalid-request`); Idempotency-Key reused with a different request (`/problems/idempotency-key-reused`) */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1861,7 +1966,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
-            /** @description Series is archived (`/problems/series-archived`); Series is exhausted (`/problems/series-exhausted`); Number already in the ledger (`/problems/number-collision`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
+            /** @description Series is archived (`/problems/series-archived`); Series is exhausted (`/problems/series-exhausted`); The series has as many counters as it may have (`/problems/too-many-counters`); Number already in the ledger (`/problems/number-collision`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying. */
@@ -1893,6 +1998,21 @@ export interface operations {
             /** @description Invalid request (`/problems/invalid-request`); Idempotency-Key reused with a different request (`/problems/idempotency-key-reused`) */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1984,6 +2104,21 @@ export interface operations {
             /** @description Invalid request (`/problems/invalid-request`) */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2111,6 +2246,21 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
             /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`) */
             503: {
                 headers: {
@@ -2181,6 +2331,21 @@ export interface operations {
             /** @description Invalid request (`/problems/invalid-request`) */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2261,6 +2426,21 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
             /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`) */
             503: {
                 headers: {
@@ -2323,6 +2503,21 @@ export interface operations {
             /** @description Invalid request (`/problems/invalid-request`) */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2438,6 +2633,21 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
             /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`) */
             503: {
                 headers: {
@@ -2510,6 +2720,21 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
             /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`) */
             503: {
                 headers: {
@@ -2574,6 +2799,21 @@ export interface operations {
             /** @description Invalid request (`/problems/invalid-request`) */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
                     [name: string]: unknown;
                 };
                 content: {

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.support import ServiceProcess, free_port, start_service, wait_until_ready
+from harness.processes import ServiceProcess, free_port, start_service, wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -40,16 +40,10 @@ import asyncpg
 import httpx
 import psutil
 
-from tests.conftest import make_tenant, new_database
-from tests.support import (
-    Load,
-    ServiceProcess,
-    Target,
-    Tenant,
-    create_series,
-    guarantee_violations,
-    services_side_by_side,
-)
+from harness.database import new_database
+from harness.load import Load, Target, guarantee_violations
+from harness.processes import ServiceProcess, services_side_by_side
+from harness.tenants import Tenant, create_series, make_tenant
 
 MAX_GROWTH = 0.25
 WARM_UP = 0.2  # the share of the run whose samples are left out

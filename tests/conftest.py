@@ -6,59 +6,21 @@ The database is the embedded PostgreSQL (started under ``.docnum/test-postgres``
 and drops it at the end; each test makes its own tenant, so tests never see each other's data.
 """
 
-import os
-import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 import pytest
 
-from app import keys
 from app.main import create_app
 from app.settings import Settings
-from tests.postgres import OwnPostgres, ServerPair, server_directory, stop_quietly
-from tests.support import METRICS_TOKEN, Tenant, run_async
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def server_url() -> str:
-    configured = os.environ.get("TEST_DATABASE_URL")
-    if configured:
-        return configured
-    from app.database import start_embedded
-
-    return start_embedded(ROOT / ".docnum" / "test")
-
-
-@contextmanager
-def new_database() -> Iterator[str]:
-    """Create an empty database on the test server; drop it (and its connections) afterwards."""
-    server = server_url()
-    name = f"docnum_test_{secrets.token_hex(6)}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(server)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    run_async(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield with_database(server, name)
-    finally:
-        run_async(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+from harness.database import new_database
+from harness.tenants import Tenant, make_tenant
+from tests.support.api import METRICS_TOKEN
+from tests.support.postgres import OwnPostgres, ServerPair, server_directory, stop_quietly
 
 
 @pytest.fixture(scope="session")
@@ -109,15 +71,6 @@ async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
 async def tenant(pool: asyncpg.Pool) -> Tenant:
     """A fresh tenant with an admin key and an issue key, so tests never share data."""
     return await make_tenant(pool)
-
-
-async def make_tenant(pool: asyncpg.Pool) -> Tenant:
-    name = f"t-{secrets.token_hex(4)}"
-    async with pool.acquire() as conn:
-        tenant_id = await keys.ensure_tenant(conn, name)
-        admin = await keys.create(conn, tenant_id, "admin", "test admin", actor="tests")
-        issuer = await keys.create(conn, tenant_id, "issue", "test issuer", actor="tests")
-    return Tenant(name=name, id=tenant_id, admin_key=admin.key, issue_key=issuer.key)
 
 
 async def tenant_on(url: str) -> Tenant:

@@ -1,0 +1,4 @@
+"""Helpers of the tests alone, one module per concern.
+
+What the benchmark uses too is in ``harness``.
+"""

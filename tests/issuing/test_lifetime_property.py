@@ -10,7 +10,7 @@ every number ever answered for a series is distinct, and the ledger of each gapl
 (period and variable values) holds exactly start, start + step, … with no hole.
 
 Run it longer with ``DOCNUM_PROPERTY_EXAMPLES=500 .venv/bin/python -m pytest
-tests/test_lifetime_property.py``.
+tests/issuing/test_lifetime_property.py``.
 """
 
 import itertools

@@ -8,8 +8,8 @@ import httpx
 
 from app import series as series_sql
 from app.definition import CounterKey
-from app.errors import SeriesExhausted
 from app.issuing import Issuer
+from app.problems import SeriesExhausted
 from app.sequences import SequenceIssuer, sequence_name
 from tests.support import Tenant, assert_problem, create_series, issue_plain, recording_pool
 

@@ -1,7 +1,8 @@
 """Request and response bodies of the JSON API, with the validation every client shares.
 
 The admin portal validates its forms with these same models, so a field error reads the same
-in a browser as over HTTP.
+in a browser as over HTTP. Every model the OpenAPI document names is defined here, the problem
+body included, so the document's schemas are read in one place (a test checks it).
 """
 
 import datetime

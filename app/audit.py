@@ -4,15 +4,12 @@ Because the row commits or rolls back with the change, the trail can never claim
 did not happen, nor miss one that did.
 """
 
-import datetime
 import json
-from typing import Any, Literal, get_args
-
-from pydantic import BaseModel, ConfigDict
+from typing import Any, get_args
 
 from app import cursors
 from app.database import Connection, Executor
-from app.schemas import Page
+from app.schemas import Action, AuditEntry, AuditPage
 
 INSERT_AUDIT = """
 INSERT INTO audit_log (tenant_id, actor, action, series, details)
@@ -30,51 +27,8 @@ ORDER BY id DESC
 LIMIT $5
 """
 
-Action = Literal[
-    "series.created",
-    "series.changed",
-    "series.archived",
-    "series.restored",
-    "number.voided",
-    "key.created",
-    "key.revoked",
-]
 ACTIONS: tuple[str, ...] = get_args(Action)
 NEWEST = 2**63 - 1
-
-
-class AuditEntry(BaseModel):
-    id: int
-    at: datetime.datetime
-    actor: str
-    action: Action
-    series: str | None
-    details: dict[str, Any]
-
-
-class AuditPage(Page):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "items": [
-                        {
-                            "id": 42,
-                            "at": "2026-01-05T09:00:00Z",
-                            "actor": "key 3f9a1c2e",
-                            "action": "series.created",
-                            "series": "invoice",
-                            "details": {"format": "INV-{YYYY}-{seq:06}", "mode": "gapless"},
-                        }
-                    ],
-                    "next_cursor": None,
-                    "has_more": False,
-                }
-            ]
-        }
-    )
-
-    items: list[AuditEntry]
 
 
 async def record(

@@ -28,8 +28,8 @@ from typing import Literal
 
 import asyncpg
 
-from app.errors import Forbidden, Unauthorized
 from app.lru import LRU
+from app.problems import Forbidden, Unauthorized
 
 Scope = Literal["issue", "admin"]
 SCOPES: tuple[Scope, ...] = ("issue", "admin")

@@ -21,9 +21,9 @@ from uvicorn.config import STARTUP_FAILURE
 from app import demo, keys, logs
 from app.auth import SCOPES
 from app.database import Connection, database_url, direct_url
-from app.errors import KeyNotFound, TenantNotFound
 from app.main import create_app
 from app.migrate import MigrationError, migrate
+from app.problems import KeyNotFound, TenantNotFound
 from app.services import STOP_SECONDS
 from app.settings import Settings, get_settings
 

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 
-from app.errors import SeriesExhausted
+from app.problems import SeriesExhausted
 
 Fetch = Callable[[int], Awaitable[list[int]]]
 

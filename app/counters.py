@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from app.database import Connection
 from app.definition import CounterKey, Series, StaleDefinition
-from app.errors import SeriesExhausted, TooManyCounters
+from app.problems import SeriesExhausted, TooManyCounters
 
 
 @dataclass(frozen=True, slots=True)

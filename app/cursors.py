@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 
-from app.errors import field_error
+from app.problems import field_error
 
 # What a cursor query parameter may look like (base64url); long enough for any ledger position.
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]*$"

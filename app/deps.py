@@ -16,7 +16,10 @@ from app import idempotency
 from app.auth import Principal
 from app.cursors import CURSOR_MAX_LENGTH, CURSOR_PATTERN
 from app.database import Connection
-from app.errors import (
+from app.formatting import MAX_NUMBER_LENGTH
+from app.http_errors import problem_responses
+from app.idempotency import KEY_DESCRIPTION, KEY_PATTERN, REPLAYED_HEADER
+from app.problems import (
     BadRequest,
     Forbidden,
     IdempotencyKeyInFlight,
@@ -29,10 +32,7 @@ from app.errors import (
     Unauthorized,
     Unavailable,
     UnsupportedMediaType,
-    problem_responses,
 )
-from app.formatting import MAX_NUMBER_LENGTH
-from app.idempotency import KEY_DESCRIPTION, KEY_PATTERN, REPLAYED_HEADER
 from app.ratelimit import authenticate
 from app.schemas import LINE_PATTERN, SERIES_NAME_PATTERN
 from app.services import Services

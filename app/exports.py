@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from app import ledger
 from app.definition import Series
-from app.errors import TooManyExports
+from app.problems import TooManyExports
 
 logger = logging.getLogger("docnum.exports")
 

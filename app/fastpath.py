@@ -19,7 +19,7 @@ Invariants, and why they hold:
   fast decoder is decoded and validated again exactly as FastAPI does (stdlib ``json``, then the
   models in Python mode) to report it. Only valid requests take the fast decoder's result.
 - Errors raised while issuing become problems through the same mapping as FastAPI's handlers
-  (:func:`app.errors.problem_for`), so a database failure is a 503 here as everywhere.
+  (:func:`app.http_errors.problem_for`), so a database failure is a 503 here as everywhere.
 """
 
 import json
@@ -33,19 +33,12 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from app.auth import Principal
-from app.errors import (
-    PROBLEM_JSON,
-    BadRequest,
-    PayloadTooLarge,
-    Unauthorized,
-    invalid_fields,
-    problem_bytes,
-    problem_for,
-)
+from app.http_errors import PROBLEM_JSON, problem_bytes, problem_for
 from app.idempotency import KEY_PATTERN, REPLAYED_HEADER, claim_of
 from app.issued import Issued
 from app.issuing import Answer as IssuerAnswer
 from app.issuing import check_count
+from app.problems import BadRequest, PayloadTooLarge, Unauthorized, invalid_fields
 from app.ratelimit import SCOPE_HEADERS, authenticate
 from app.schemas import SERIES_NAME_PATTERN, BatchRequest, NextRequest
 from app.services import Services

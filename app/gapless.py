@@ -29,9 +29,9 @@ import asyncpg
 from app import counters, idempotency
 from app.database import round_trip_limit
 from app.definition import CounterKey
-from app.errors import NumberCollision, Problem, SeriesExhausted
 from app.issued import Claim, Issued, Outcome, Replayed, Request
 from app.ledger import record_numbers
+from app.problems import NumberCollision, Problem, SeriesExhausted
 
 # Bounds one transaction so a flood of requests cannot build an unbounded statement.
 MAX_VALUES_PER_TRANSACTION = 100_000

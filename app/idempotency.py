@@ -25,8 +25,8 @@ from typing import Any, NamedTuple, Protocol
 import asyncpg
 
 from app.database import Connection, Executor
-from app.errors import IdempotencyKeyInFlight, IdempotencyKeyReused
 from app.issued import Claim, Replayed
+from app.problems import IdempotencyKeyInFlight, IdempotencyKeyReused
 
 # 1 to 255 printable ASCII characters, raw (not starting with a double quote) or as a
 # structured-field string: in double quotes, with " and \ escaped by a backslash.

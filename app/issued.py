@@ -5,8 +5,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from app.definition import CounterKey, Series
-from app.errors import InvalidRequest
 from app.formatting import NumberTooLong, Template, VariableError
+from app.problems import InvalidRequest
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,16 +24,11 @@ from app.coalesce import Coalescer
 from app.counters import DEFAULT_LIMITS, CounterLimits
 from app.database import Connection, round_trip_limit
 from app.definition import CounterKey, Series, StaleDefinition
-from app.errors import (
-    Problem,
-    SeriesArchived,
-    Unavailable,
-    field_error,
-)
 from app.formatting import Template
 from app.gapless import GaplessIssuer
 from app.issued import Claim, Issued, Outcome, Replayed, Request, Respond
 from app.ledger import record_numbers
+from app.problems import Problem, SeriesArchived, Unavailable, field_error
 from app.sequences import SequenceIssuer
 
 

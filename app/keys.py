@@ -1,15 +1,12 @@
 """Tenants and their API keys: the SQL behind the CLI, the API and the portal."""
 
-import datetime
-from typing import Annotated, Any
-
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import TypeAdapter
 
 from app import audit, cursors
 from app.auth import Scope, new_key
 from app.database import Connection, Executor
-from app.errors import KeyNotFound, TenantNotFound
-from app.schemas import LINE_PATTERN, MAX_BIGINT, Page
+from app.problems import KeyNotFound, TenantNotFound
+from app.schemas import MAX_BIGINT, KeyName, KeyOut, KeyPage, NewKey
 
 ENSURE_TENANT = """
 WITH made AS (INSERT INTO tenants (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id)
@@ -42,62 +39,12 @@ RETURNING prefix, scope, name, created_at, last_used_at, revoked_at
 """
 KEY_EXISTS = "SELECT EXISTS (SELECT 1 FROM api_keys WHERE tenant_id = $1 AND prefix = $2)"
 
-KeyName = Annotated[
-    str, Field(max_length=100, pattern=LINE_PATTERN, description="Who or what uses the key.")
-]
 _KEY_NAME = TypeAdapter(KeyName)
 
 
 def key_name(value: str) -> str:
     """A name given outside the JSON API (the command line), checked by the API's rule."""
     return _KEY_NAME.validate_python(value)
-
-
-KEY_EXAMPLE: dict[str, Any] = {
-    "prefix": "3f9a1c2e",
-    "scope": "issue",
-    "name": "billing service",
-    "created_at": "2026-01-05T09:00:00Z",
-    "last_used_at": "2026-03-31T14:05:09Z",
-    "revoked_at": None,
-}
-
-
-class KeyOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [KEY_EXAMPLE]})
-
-    prefix: str
-    scope: Scope
-    name: str
-    created_at: datetime.datetime
-    last_used_at: datetime.datetime | None
-    revoked_at: datetime.datetime | None
-
-
-class NewKey(KeyOut):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                KEY_EXAMPLE
-                | {
-                    "last_used_at": None,
-                    "key": "dn_3f9a1c2e_q8W0sVx3h1cJ7nR2kP5tY9bL4mZ6dF8gA0eU1iO3wQ",
-                }
-            ]
-        }
-    )
-
-    key: str
-
-
-class KeyPage(Page):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"items": [KEY_EXAMPLE], "next_cursor": None, "has_more": False}]
-        }
-    )
-
-    items: list[KeyOut]
 
 
 async def ensure_tenant(conn: Executor, name: str) -> int:

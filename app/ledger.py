@@ -15,13 +15,8 @@ import asyncpg
 from app import audit, cursors
 from app.database import Connection, Executor
 from app.definition import CounterKey, Series
-from app.errors import (
-    AlreadyVoided,
-    NotGapless,
-    NumberCollision,
-    NumberNotFound,
-)
 from app.issued import Issued
+from app.problems import AlreadyVoided, NotGapless, NumberCollision, NumberNotFound
 from app.schemas import (
     COUNTER_VARIABLES_PATTERN,
     MAX_BIGINT,

@@ -10,7 +10,7 @@ from starlette.types import ASGIApp
 
 from app import __version__, admin, docs_pages, fastpath, logs, metrics
 from app.admin.web import error_page as portal_error_page
-from app.errors import install_problem_handlers
+from app.http_errors import install_problem_handlers
 from app.middleware import RequestLayer
 from app.routes import audit, health, keys, numbers, problems, series
 from app.routes import metrics as metrics_route

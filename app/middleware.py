@@ -19,8 +19,8 @@ For each request it:
   answered as issued: whatever it committed is found again by a retry with the same
   Idempotency-Key.
 
-Its own refusals go through the app's problem answer (app.errors.answer), so under ``/admin`` they
-are the portal's error page with its headers, like every other portal error.
+Its own refusals go through the app's problem answer (app.http_errors.answer), so under
+``/admin`` they are the portal's error page with its headers, like every other portal error.
 
 It wraps ``send`` and ``receive`` only when it has something to do there: the lean path reports
 its status and adds the id to its own headers, so its requests pass through unwrapped; FastAPI's
@@ -39,14 +39,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import fastpath, logs, ratelimit
-from app.errors import (
-    Overloaded,
-    PayloadTooLarge,
-    Problem,
-    Unavailable,
-    UnsupportedMediaType,
-    answer,
-)
+from app.http_errors import answer
+from app.problems import Overloaded, PayloadTooLarge, Problem, Unavailable, UnsupportedMediaType
 from app.services import Services
 
 FORM_PREFIXES = ("/admin",)

@@ -45,7 +45,7 @@ from limits.strategies import MovingWindowRateLimiter
 from starlette.types import Scope
 
 from app.auth import Principal
-from app.errors import RateLimited
+from app.problems import RateLimited
 
 if TYPE_CHECKING:  # app.services builds the limits
     from app.services import Services

@@ -1,7 +1,8 @@
 """Request and response bodies of the JSON API, with the validation every client shares.
 
 The admin portal validates its forms with these same models, so a field error reads the same
-in a browser as over HTTP.
+in a browser as over HTTP. Every model the OpenAPI document names is defined here, the problem
+body included, so the document's schemas are read in one place (a test checks it).
 """
 
 import datetime
@@ -19,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.auth import Scope
 from app.formatting import TemplateError, parse_template
 from app.periods import Reset, is_valid_timezone
 
@@ -464,3 +466,149 @@ class GapReport(BaseModel):
         description=f"True when `gaps` lists only the first {MAX_GAP_RUNS:,} of `runs` runs."
     )
     gaps: list[Gap]
+
+
+KeyName = Annotated[
+    str, Field(max_length=100, pattern=LINE_PATTERN, description="Who or what uses the key.")
+]
+
+
+KEY_EXAMPLE: dict[str, Any] = {
+    "prefix": "3f9a1c2e",
+    "scope": "issue",
+    "name": "billing service",
+    "created_at": "2026-01-05T09:00:00Z",
+    "last_used_at": "2026-03-31T14:05:09Z",
+    "revoked_at": None,
+}
+
+
+class KeyOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [KEY_EXAMPLE]})
+
+    prefix: str
+    scope: Scope
+    name: str
+    created_at: datetime.datetime
+    last_used_at: datetime.datetime | None
+    revoked_at: datetime.datetime | None
+
+
+class NewKey(KeyOut):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                KEY_EXAMPLE
+                | {
+                    "last_used_at": None,
+                    "key": "dn_3f9a1c2e_q8W0sVx3h1cJ7nR2kP5tY9bL4mZ6dF8gA0eU1iO3wQ",
+                }
+            ]
+        }
+    )
+
+    key: str
+
+
+class KeyPage(Page):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"items": [KEY_EXAMPLE], "next_cursor": None, "has_more": False}]
+        }
+    )
+
+    items: list[KeyOut]
+
+
+class KeyCreate(StrictModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"scope": "issue", "name": "billing service"}]}
+    )
+
+    scope: Scope = "issue"
+    name: KeyName = ""
+
+
+Action = Literal[
+    "series.created",
+    "series.changed",
+    "series.archived",
+    "series.restored",
+    "number.voided",
+    "key.created",
+    "key.revoked",
+]
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: datetime.datetime
+    actor: str
+    action: Action
+    series: str | None
+    details: dict[str, Any]
+
+
+class AuditPage(Page):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "id": 42,
+                            "at": "2026-01-05T09:00:00Z",
+                            "actor": "key 3f9a1c2e",
+                            "action": "series.created",
+                            "series": "invoice",
+                            "details": {"format": "INV-{YYYY}-{seq:06}", "mode": "gapless"},
+                        }
+                    ],
+                    "next_cursor": None,
+                    "has_more": False,
+                }
+            ]
+        }
+    )
+
+    items: list[AuditEntry]
+
+
+class FieldError(BaseModel):
+    field: str = Field(examples=["count"], description="Dotted path of the offending input.")
+    message: str
+
+
+class ProblemDetail(BaseModel):
+    """The body of every error response (RFC 9457), as the OpenAPI document describes it."""
+
+    type: str = Field(
+        examples=["/problems/series-not-found"], description="Stable; switch on this."
+    )
+    title: str
+    status: int
+    detail: str = Field(description="For humans; may change.")
+    instance: str | None = Field(default=None, description="The path that was requested.")
+    errors: list[FieldError] | None = Field(
+        default=None, description="One entry per invalid input (422 only)."
+    )
+
+
+class ProblemType(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "/problems/series-not-found",
+                    "title": "Series not found",
+                    "status": 404,
+                    "description": "No series of that name in your tenant.",
+                }
+            ]
+        }
+    )
+
+    type: str
+    title: str
+    status: int
+    description: str

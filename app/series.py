@@ -31,7 +31,8 @@ from pydantic import ValidationError
 from app import audit, sequences
 from app.database import Connection, Executor
 from app.definition import FIELD_NAMES, Format, Series
-from app.errors import (
+from app.formatting import TemplateError, check_template, find_collision, parse_template
+from app.problems import (
     FormatConflict,
     PreconditionFailed,
     SeriesExists,
@@ -40,7 +41,6 @@ from app.errors import (
     field_error,
     invalid_fields,
 )
-from app.formatting import TemplateError, check_template, find_collision, parse_template
 from app.schemas import SERIES_NAME_PATTERN, CounterValue, SeriesCreate, SeriesFields, SeriesUpdate
 
 # Fields whose change after the first number would make issued numbers ambiguous or repeatable.

@@ -15,7 +15,7 @@ from app.admin.session import (
 )
 from app.admin.web import HOME_PATH, SIGN_IN_PATH, PortalRoute, local_path, redirect, render
 from app.deps import ServicesDep
-from app.errors import NotFound, Unauthorized
+from app.problems import NotFound, Unauthorized
 
 router = APIRouter(prefix="/admin", route_class=PortalRoute, include_in_schema=False)
 # Included after every other portal route: what none of them matched is a portal page not found.

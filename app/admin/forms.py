@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from app.errors import Problem
+from app.problems import Problem
 
 Model = TypeVar("Model", bound=BaseModel)
 

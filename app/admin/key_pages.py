@@ -10,9 +10,8 @@ from app.admin.session import AdminSession, AdminSessionDep, CheckedFormDep
 from app.admin.web import PortalRoute, redirect, render
 from app.auth import PREFIX_PATTERN, SCOPES
 from app.deps import ServicesDep
-from app.errors import KeyNotFound, Problem
-from app.keys import NewKey
-from app.routes.keys import KeyCreate
+from app.problems import KeyNotFound, Problem
+from app.schemas import KeyCreate, NewKey
 
 router = APIRouter(prefix="/admin", route_class=PortalRoute, include_in_schema=False)
 

@@ -22,7 +22,7 @@ from app.admin.session import AdminSession, AdminSessionDep, CheckedFormDep
 from app.admin.web import PortalRoute, redirect, render
 from app.definition import CounterKey, Series
 from app.deps import ServicesDep
-from app.errors import LedgerDisabled, Problem
+from app.problems import LedgerDisabled, Problem
 from app.schemas import (
     COUNTER_VARIABLES_PATTERN,
     PERIOD_PATTERN,

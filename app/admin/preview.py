@@ -23,8 +23,8 @@ from app.admin.series_pages import EDIT_CONFLICTS
 from app.admin.session import AdminSession, SessionsDep, SignInRequired, get_admin_session
 from app.definition import CounterKey, Format, Series
 from app.deps import ServicesDep
-from app.errors import FormatConflict, InvalidRequest, NotFound, Unauthorized
 from app.formatting import NumberTooLong, VariableError, parse_template
+from app.problems import FormatConflict, InvalidRequest, NotFound, Unauthorized
 from app.schemas import SeriesFields, decode_variables
 from app.series import check_new_format, checked_fields
 from app.services import Services

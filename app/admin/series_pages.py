@@ -15,7 +15,7 @@ from app.admin.session import AdminSession, AdminSessionDep, CheckedFormDep
 from app.admin.web import PortalRoute, redirect, render
 from app.definition import Series
 from app.deps import ServicesDep
-from app.errors import FormatConflict, Problem, SeriesExists
+from app.problems import FormatConflict, Problem, SeriesExists
 from app.schemas import SeriesCreate, SeriesUpdate
 from app.series import STRUCTURAL_FIELDS
 

@@ -25,7 +25,7 @@ from itsdangerous import BadData, URLSafeTimedSerializer
 
 from app.auth import Principal
 from app.deps import ServicesDep
-from app.errors import Forbidden
+from app.problems import Forbidden
 from app.settings import Settings
 
 COOKIE = "docnum_admin"

@@ -20,7 +20,8 @@ from fastapi.routing import APIRoute
 
 from app import __version__
 from app.admin.session import AdminSession, SignInRequired
-from app.errors import InvalidRequest, Problem, problem_for
+from app.http_errors import problem_for
+from app.problems import InvalidRequest, Problem
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"

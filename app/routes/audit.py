@@ -5,9 +5,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from app import audit
-from app.audit import Action, AuditPage
 from app.deps import AdminDep, CursorQuery, PoolDep, admin_problems, link_next, success_headers
-from app.schemas import SERIES_NAME_PATTERN
+from app.schemas import SERIES_NAME_PATTERN, Action, AuditPage
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 

@@ -3,8 +3,9 @@
 from fastapi import APIRouter
 
 from app.deps import ServicesDep
-from app.errors import Unavailable, problem_responses
+from app.http_errors import problem_responses
 from app.migrate import load_migrations, pending
+from app.problems import Unavailable
 
 router = APIRouter(tags=["health"])
 

@@ -4,10 +4,9 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import ConfigDict
 
 from app import keys
-from app.auth import PREFIX_PATTERN, Scope
+from app.auth import PREFIX_PATTERN
 from app.database import Connection
 from app.deps import (
     IDEMPOTENCY_PROBLEMS,
@@ -22,23 +21,13 @@ from app.deps import (
     once_per_key,
     success_headers,
 )
-from app.errors import KeyNotFound
 from app.idempotency import REPLAYED_HEADER, TenantScope
-from app.keys import KeyName, KeyOut, KeyPage, NewKey
-from app.schemas import StrictModel
+from app.problems import KeyNotFound
+from app.schemas import KeyCreate, KeyOut, KeyPage, NewKey
 
 router = APIRouter(prefix="/keys", tags=["keys"])
 
 KeyPrefix = Annotated[str, Path(pattern=PREFIX_PATTERN, description="The key's prefix, as listed.")]
-
-
-class KeyCreate(StrictModel):
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"scope": "issue", "name": "billing service"}]}
-    )
-
-    scope: Scope = "issue"
-    name: KeyName = ""
 
 
 @router.get(

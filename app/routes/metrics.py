@@ -13,8 +13,9 @@ import hmac
 from fastapi import APIRouter, Request, Response
 
 from app.deps import ServicesDep
-from app.errors import Unauthorized, problem_responses
+from app.http_errors import problem_responses
 from app.metrics import render
+from app.problems import Unauthorized
 
 router = APIRouter(tags=["health"])
 

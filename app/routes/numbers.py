@@ -33,7 +33,9 @@ from app.deps import (
     once_per_key,
     success_headers,
 )
-from app.errors import (
+from app.idempotency import REPLAYED_HEADER
+from app.negotiation import negotiate
+from app.problems import (
     AlreadyVoided,
     LedgerDisabled,
     NotGapless,
@@ -45,8 +47,6 @@ from app.errors import (
     TooManyCounters,
     TooManyExports,
 )
-from app.idempotency import REPLAYED_HEADER
-from app.negotiation import negotiate
 from app.schemas import (
     COUNTER_VARIABLES_PATTERN,
     PERIOD_PATTERN,

@@ -1,6 +1,6 @@
 """A readable page per problem type, so that every ``type`` URI an error carries resolves.
 
-The pages are generated from the problem classes in ``app.errors`` (slug, title, status and
+The pages are generated from the problem classes in ``app.problems`` (slug, title, status and
 description), so a new problem type has its page as soon as it exists. HTML by default, JSON when
 the ``Accept`` header prefers it. Public, like the API description.
 """
@@ -10,10 +10,11 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
-from pydantic import BaseModel, ConfigDict
 
-from app.errors import InvalidRequest, NotFound, Problem, problem_responses, problem_types
+from app.http_errors import problem_responses
 from app.negotiation import negotiate
+from app.problems import InvalidRequest, NotFound, Problem, problem_types
+from app.schemas import ProblemType
 
 router = APIRouter(prefix="/problems", tags=["problems"])
 
@@ -35,26 +36,6 @@ line-height:1.5}}code{{background:#eee;padding:0 .2em}}</style></head>
 The API is described at <a href="/docs">/docs</a>.</p>
 </body></html>
 """
-
-
-class ProblemType(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "type": "/problems/series-not-found",
-                    "title": "Series not found",
-                    "status": 404,
-                    "description": "No series of that name in your tenant.",
-                }
-            ]
-        }
-    )
-
-    type: str
-    title: str
-    status: int
-    description: str
 
 
 def _by_slug() -> dict[str, type[Problem]]:

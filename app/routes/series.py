@@ -31,7 +31,8 @@ from app.deps import (
     once_per_key,
     success_headers,
 )
-from app.errors import (
+from app.idempotency import REPLAYED_HEADER, TenantScope
+from app.problems import (
     FormatConflict,
     PreconditionFailed,
     PreconditionRequired,
@@ -39,7 +40,6 @@ from app.errors import (
     SeriesInUse,
     SeriesNotFound,
 )
-from app.idempotency import REPLAYED_HEADER, TenantScope
 from app.schemas import SERIES_NAME_PATTERN, SeriesCreate, SeriesOut, SeriesPage, SeriesUpdate
 
 router = APIRouter(prefix="/series", tags=["series"])

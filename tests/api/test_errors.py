@@ -1,11 +1,15 @@
 """Every error is an RFC 9457 problem: routing, body and media-type refusals, and the unexpected."""
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from app import problems
 from app.main import create_app
 from app.settings import Settings
 from harness.tenants import Tenant
@@ -149,3 +153,21 @@ async def test_an_unexpected_error_is_a_500_problem_without_internals(
         assert leak not in response.text
     # The details go to the log, for the operator.
     assert any(SECRET in str(record.exc_info) for record in caplog.records if record.exc_info)
+
+
+# What answers over HTTP or talks to the database: the problems are raised without either.
+EDGE_PACKAGES = {"fastapi", "starlette", "uvicorn", "asyncpg"}
+
+
+def test_the_problem_classes_load_no_web_framework_and_no_database_driver() -> None:
+    # A fresh interpreter: this one has loaded everything already.
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, app.problems; print(*sys.modules, sep='\\n')"],
+        cwd=Path(problems.__file__).parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    assert "app.problems" in loaded
+    assert {name.partition(".")[0] for name in loaded} & EDGE_PACKAGES == set()

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from app.auth import FIND_KEY, MARK_USED, MARK_USED_EVERY_SECONDS, Authenticator
-from app.errors import Unauthorized
+from app.problems import Unauthorized
 from app.settings import Settings
 from harness.processes import services
 from harness.tenants import Tenant

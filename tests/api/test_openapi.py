@@ -6,7 +6,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.errors import PROBLEM_JSON, ProblemDetail
+from app import schemas
+from app.http_errors import PROBLEM_JSON
+from app.schemas import ProblemDetail
 from tests.api.test_auth import ROUTES
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/problems/{slug}"}
@@ -36,6 +38,14 @@ def protected(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]
 def scheme_names(document: dict[str, Any]) -> set[str]:
     schemes = document["components"]["securitySchemes"]
     return {n for n, s in schemes.items() if s["type"] == "http" and s["scheme"] == "bearer"}
+
+
+async def test_every_schema_of_the_document_is_a_model_of_the_schemas_module(
+    document: dict[str, Any],
+) -> None:
+    for name in document["components"]["schemas"]:
+        model = getattr(schemas, name, None)
+        assert model is not None and model.__module__ == "app.schemas", name
 
 
 async def test_a_bearer_scheme_is_declared(document: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ import html
 import httpx
 import pytest
 
-from app.errors import Problem, problem_types
+from app.problems import Problem, problem_types
 from harness.tenants import Tenant
 from tests.support.api import assert_problem
 

@@ -16,9 +16,9 @@ from app.blocks import BlockIssuer
 from app.catalog import SeriesCatalog
 from app.counters import CounterLimits
 from app.definition import CounterKey, Series
-from app.errors import Unauthorized
 from app.main import create_app
 from app.migrate import load_migrations, migrate
+from app.problems import Unauthorized
 from app.sequences import FIND_COUNTER, SequenceIssuer
 from app.settings import Settings
 from harness.load import eventually

@@ -11,10 +11,10 @@ import pytest
 from app import series as series_sql
 from app.counters import ADVANCE_COUNTER
 from app.definition import Series
-from app.errors import InvalidRequest, NumberCollision, SeriesExhausted
 from app.issued import Issued
 from app.issuing import Answer, Issuer
 from app.ledger import INSERT_NUMBERS
+from app.problems import InvalidRequest, NumberCollision, SeriesExhausted
 from harness.tenants import Tenant, create_series
 from tests.support.api import assert_problem
 from tests.support.database import recording_pool

@@ -8,8 +8,8 @@ import httpx
 
 from app import series as series_sql
 from app.definition import CounterKey
-from app.errors import SeriesExhausted
 from app.issuing import Issuer
+from app.problems import SeriesExhausted
 from app.sequences import SequenceIssuer, sequence_name
 from harness.tenants import Tenant, create_series
 from tests.support.api import assert_problem

@@ -64,6 +64,8 @@ SERVER_UNFIT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
     asyncpg.PostgresConnectionError,
+    # asyncpg no longer knows the connection's protocol state (see app.http_errors).
+    asyncpg.InternalClientError,
 )
 
 

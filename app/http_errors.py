@@ -171,6 +171,10 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     # in the URL accepts writes yet.
     asyncpg.ReadOnlySQLTransactionError,
     asyncpg.TargetServerAttributeNotMatched,
+    # asyncpg lost track of the connection's protocol state: seen behind PgBouncer when the
+    # server behind it went away mid-transaction and PgBouncer answered for it. Nothing was
+    # committed (the error comes before the statement is sent), and the connection is dropped.
+    asyncpg.InternalClientError,
 )
 
 

@@ -18,6 +18,7 @@ import pytest
 from app.main import create_app
 from app.settings import Settings
 from harness.database import new_database
+from harness.processes import ServiceProcess, start_service
 from harness.tenants import Tenant, make_tenant
 from tests.support.api import METRICS_TOKEN
 from tests.support.postgres import OwnPostgres, ServerPair, server_directory, stop_quietly
@@ -124,6 +125,16 @@ async def browser() -> AsyncIterator[object]:
             yield launched
         finally:
             await launched.close()
+
+
+@pytest.fixture(scope="module")
+def service(database_url: str, service_dir: Path) -> Iterator[ServiceProcess]:
+    """A real ``docnum serve`` process on the session's database, one per test module."""
+    started = start_service(database_url, service_dir)
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 @pytest.fixture(scope="session")

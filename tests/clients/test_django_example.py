@@ -4,26 +4,15 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from harness.processes import ServiceProcess, start_service
+from harness.processes import ServiceProcess
 from harness.tenants import Tenant
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "django"
 SERIES = "invoice"
-
-
-@pytest.fixture
-def service(database_url: str, service_dir: Path) -> Iterator[ServiceProcess]:
-    started = start_service(database_url, service_dir)
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 def test_django_example_numbers_invoices_through_a_live_service(

@@ -12,13 +12,12 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from harness.processes import ServiceProcess, start_service
+from harness.processes import ServiceProcess
 from harness.tenants import Tenant
 
 CLIENT = Path(__file__).resolve().parents[2] / "clients" / "typescript"
@@ -49,15 +48,6 @@ def _run(command: list[str], seconds: float, env: dict[str, str] | None = None) 
     )
     assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
-
-
-@pytest.fixture
-def service(database_url: str, service_dir: Path) -> Iterator[ServiceProcess]:
-    started = start_service(database_url, service_dir)
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 def test_the_committed_types_are_what_the_generator_makes_of_the_served_document(

@@ -11,14 +11,14 @@ import io
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from harness.processes import ServiceProcess, start_service
+from harness.processes import ServiceProcess
 from harness.tenants import Tenant
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("admin-browser")]
@@ -26,15 +26,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("admin-browser")]
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 DOCUMENT_DATE = "2026-03-04"
-
-
-@pytest.fixture(scope="module")
-def service(database_url: str, service_dir: Path) -> Iterator[ServiceProcess]:
-    started = start_service(database_url, service_dir)
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture

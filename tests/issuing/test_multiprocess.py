@@ -40,6 +40,11 @@ SERVICE_ENV = {
     # The test server's connections are shared with every other test running meanwhile.
     "DOCNUM_POOL_MIN_SIZE": "1",
     "DOCNUM_POOL_MAX_SIZE": "4",
+    # The deadlines have tests of their own (tests/faults); here a slow moment of a shared
+    # 2-core machine (a transaction waiting in PgBouncer's queue for a server connection) must not
+    # turn a slow answer into a 503 that no client of this test retries.
+    "DOCNUM_POOL_TIMEOUT_MS": "10000",
+    "DOCNUM_DATABASE_TIMEOUT_MS": "30000",
 }
 
 

@@ -124,6 +124,10 @@ def services(
 # Multi-process tests share one PostgreSQL with the rest of the suite: a few connections per
 # process are plenty on two cores and leave room for the others.
 SMALL_POOL = {"DOCNUM_POOL_MAX_SIZE": "4"}
+# For tests that prove what is issued, not how fast, and whose clients do not retry a 503: the
+# deadlines have tests of their own, and a slow moment of a shared 2-core machine must not turn
+# a slow answer into a 503.
+PATIENT = {"DOCNUM_POOL_TIMEOUT_MS": "10000", "DOCNUM_DATABASE_TIMEOUT_MS": "30000"}
 
 
 @asynccontextmanager

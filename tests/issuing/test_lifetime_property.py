@@ -36,7 +36,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from harness.processes import SMALL_POOL, ServiceProcess, services
+from harness.processes import PATIENT, SMALL_POOL, ServiceProcess, services
 from harness.tenants import Tenant
 
 pytestmark = pytest.mark.xdist_group("processes")
@@ -247,7 +247,7 @@ class Lifetime(RuleBasedStateMachine):
 def test_no_rendered_number_twice_whatever_the_changes(
     database_url: str, service_dir: Path, tenant: Tenant
 ) -> None:
-    with services(database_url, service_dir, 2, env=SMALL_POOL) as processes:
+    with services(database_url, service_dir, 2, env={**SMALL_POOL, **PATIENT}) as processes:
         run_state_machine_as_test(
             lambda: Lifetime(processes, tenant),
             settings=settings(

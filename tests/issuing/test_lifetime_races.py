@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.processes import SMALL_POOL, services_side_by_side
+from harness.processes import PATIENT, SMALL_POOL, services_side_by_side
 from harness.tenants import Tenant
 
 pytestmark = pytest.mark.xdist_group("processes")
@@ -40,7 +40,9 @@ async def test_changes_racing_requests_on_three_processes_never_repeat_a_number(
     database_url: str, service_dir: Path, tenant: Tenant
 ) -> None:
     async with (
-        services_side_by_side(database_url, service_dir, 3, env=SMALL_POOL) as processes,
+        services_side_by_side(
+            database_url, service_dir, 3, env={**SMALL_POOL, **PATIENT}
+        ) as processes,
         httpx.AsyncClient(timeout=30) as http,
     ):
         urls = [p.url for p in processes]

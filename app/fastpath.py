@@ -35,9 +35,9 @@ from starlette.types import Receive, Scope, Send
 from app.auth import Principal
 from app.http_errors import PROBLEM_JSON, problem_bytes, problem_for
 from app.idempotency import KEY_PATTERN, REPLAYED_HEADER, claim_of
-from app.issued import Issued
-from app.issuing import Answer as IssuerAnswer
-from app.issuing import check_count
+from app.issuing.engine import Answer as IssuerAnswer
+from app.issuing.engine import check_count
+from app.issuing.issued import Issued
 from app.problems import BadRequest, PayloadTooLarge, Unauthorized, invalid_fields
 from app.ratelimit import SCOPE_HEADERS, authenticate
 from app.schemas import SERIES_NAME_PATTERN, BatchRequest, NextRequest

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, Protocol
 import asyncpg
 
 from app.database import Connection, Executor
-from app.issued import Claim, Replayed
+from app.issuing.issued import Claim, Replayed
 from app.problems import IdempotencyKeyInFlight, IdempotencyKeyReused
 
 # 1 to 255 printable ASCII characters, raw (not starting with a double quote) or as a

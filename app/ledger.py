@@ -15,7 +15,7 @@ import asyncpg
 from app import audit, cursors
 from app.database import Connection, Executor
 from app.definition import CounterKey, Series
-from app.issued import Issued
+from app.issuing.issued import Issued
 from app.problems import AlreadyVoided, NotGapless, NumberCollision, NumberNotFound
 from app.schemas import (
     COUNTER_VARIABLES_PATTERN,

@@ -28,10 +28,11 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 
-from app import audit, sequences
+from app import audit
 from app.database import Connection, Executor
 from app.definition import FIELD_NAMES, Format, Series
 from app.formatting import TemplateError, check_template, find_collision, parse_template
+from app.issuing import sequences
 from app.problems import (
     FormatConflict,
     PreconditionFailed,

@@ -12,10 +12,10 @@ import asyncpg
 from app import idempotency
 from app.auth import Authenticator
 from app.catalog import SeriesCatalog
-from app.counters import CounterLimits
 from app.database import connect_direct, create_pool, database_url, direct_url
 from app.exports import ExportSlots
-from app.issuing import DateWindow, Issuer
+from app.issuing.counters import CounterLimits
+from app.issuing.engine import DateWindow, Issuer
 from app.migrate import migrate
 from app.ratelimit import RateLimits
 from app.settings import Settings

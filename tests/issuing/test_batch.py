@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from app import series as series_sql
-from app.counters import ADVANCE_COUNTER
-from app.issuing import Issuer
+from app.issuing.counters import ADVANCE_COUNTER
+from app.issuing.engine import Issuer
 from app.ledger import INSERT_NUMBERS
 from app.settings import Settings
 from harness.tenants import Tenant, create_series

@@ -12,14 +12,14 @@ import pytest
 
 from app import series as series_sql
 from app.auth import FIND_KEY, Authenticator
-from app.blocks import BlockIssuer
 from app.catalog import SeriesCatalog
-from app.counters import CounterLimits
 from app.definition import CounterKey, Series
+from app.issuing.blocks import BlockIssuer
+from app.issuing.counters import CounterLimits
+from app.issuing.sequences import FIND_COUNTER, SequenceIssuer
 from app.main import create_app
 from app.migrate import load_migrations, migrate
 from app.problems import Unauthorized
-from app.sequences import FIND_COUNTER, SequenceIssuer
 from app.settings import Settings
 from harness.load import eventually
 from harness.tenants import Tenant, create_series

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from app import series as series_sql
-from app.blocks import BlockIssuer
 from app.definition import CounterKey, Series
+from app.issuing.blocks import BlockIssuer
 from harness.processes import start_service
 from harness.tenants import Tenant, create_series
 

@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 from app import series as series_sql
-from app.counters import ADVANCE_COUNTER
 from app.definition import Series
-from app.issued import Issued
-from app.issuing import Answer, Issuer
+from app.issuing.counters import ADVANCE_COUNTER
+from app.issuing.engine import Answer, Issuer
+from app.issuing.issued import Issued
 from app.ledger import INSERT_NUMBERS
 from app.problems import InvalidRequest, NumberCollision, SeriesExhausted
 from harness.tenants import Tenant, create_series

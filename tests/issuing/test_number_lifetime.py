@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from app import series as series_sql
-from app.issuing import DateWindow, Issuer
+from app.issuing.engine import DateWindow, Issuer
 from app.migrate import load_migrations, migrate
 from harness.tenants import Tenant, create_series
 from tests.support.api import assert_problem

@@ -8,9 +8,9 @@ import httpx
 
 from app import series as series_sql
 from app.definition import CounterKey
-from app.issuing import Issuer
+from app.issuing.engine import Issuer
+from app.issuing.sequences import SequenceIssuer, sequence_name
 from app.problems import SeriesExhausted
-from app.sequences import SequenceIssuer, sequence_name
 from harness.tenants import Tenant, create_series
 from tests.support.api import assert_problem
 from tests.support.database import recording_pool

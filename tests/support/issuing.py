@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 
 from app.definition import Series
-from app.issuing import Answer, Issuer
+from app.issuing.engine import Answer, Issuer
 from harness.tenants import Tenant
 from tests.support.api import assert_problem
 

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from app import counters, metrics
+from app import metrics
 from app.database import Connection
 from app.definition import CounterKey, Series, StaleDefinition
+from app.issuing import counters
 from app.lru import LRU
 
 logger = logging.getLogger("docnum.blocks")

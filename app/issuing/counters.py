@@ -8,8 +8,8 @@ changed (see app.definition). The arithmetic runs in numeric so that a counter n
 limit reports exhaustion instead of overflowing.
 
 A series has at most ``max_counters`` counters (the setting ``max_counters_per_series``): the
-statements that create a counter (this one, and sequence mode's in app.sequences) create none past
-it. They read the series' ``counter_count``, which a trigger on ``counters`` keeps (migration
+statements that create a counter (this one, and sequence mode's in ``sequences``) create none
+past it. They read the series' ``counter_count``, which a trigger on ``counters`` keeps (migration
 0003), from the row they lock anyway, so the check costs nothing while the series has room; only a
 full series looks the counter up, to serve the counters it has. The count is read as of the
 statement's start, so requests creating different new counters of one series at the same instant

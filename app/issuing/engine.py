@@ -19,17 +19,17 @@ import asyncpg
 
 from app import idempotency, metrics
 from app import series as series_sql
-from app.blocks import BlockIssuer
-from app.coalesce import Coalescer
-from app.counters import DEFAULT_LIMITS, CounterLimits
 from app.database import Connection, round_trip_limit
 from app.definition import CounterKey, Series, StaleDefinition
 from app.formatting import Template
-from app.gapless import GaplessIssuer
-from app.issued import Claim, Issued, Outcome, Replayed, Request, Respond
+from app.issuing.blocks import BlockIssuer
+from app.issuing.coalesce import Coalescer
+from app.issuing.counters import DEFAULT_LIMITS, CounterLimits
+from app.issuing.gapless import GaplessIssuer
+from app.issuing.issued import Claim, Issued, Outcome, Replayed, Request, Respond
+from app.issuing.sequences import SequenceIssuer
 from app.ledger import record_numbers
 from app.problems import Problem, SeriesArchived, Unavailable, field_error
-from app.sequences import SequenceIssuer
 
 
 @dataclass(frozen=True, slots=True)

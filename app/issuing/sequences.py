@@ -4,11 +4,11 @@ Unique and fast, but a value taken by a request that then fails is gone: sequenc
 back. The sequence is created on first use, inside a transaction that holds the counter row's
 lock, so racing first requests create it once. Its name comes from the counter row's id, never
 from anything a client sent. Creating the counter row holds the series row FOR KEY SHARE and checks
-the definition's version, like every statement that takes values (app.counters): a request that
+the definition's version, like every statement that takes values (``counters``): a request that
 read a definition changed since (say, from sequence to gapless mode before the first number)
 creates nothing and starts again. Once the counter row exists, the series' structural fields can
 no longer change, so ``nextval`` itself needs no such check. Creating it also checks the series'
-limit on counters (see app.counters), which bounds the sequences a series can make.
+limit on counters (see ``counters``), which bounds the sequences a series can make.
 
 A process remembers the sequence names of at most ``in_memory`` counters (setting
 ``cached_counters``); a name it dropped is looked up again, with one query, when next needed.
@@ -20,13 +20,13 @@ batches racing for the very last values can still use some up and fail.
 
 import asyncpg
 
-from app import counters
 from app.database import Connection
 from app.definition import CounterKey, Series, StaleDefinition
+from app.issuing import counters
 from app.lru import LRU
 
 # No row when the definition is stale ($4 is not the series' version) or when the counter is new
-# and the series has $5 counters already (see app.counters).
+# and the series has $5 counters already (see ``counters``).
 ENSURE_COUNTER = f"""
 WITH definition AS (SELECT version, counter_count FROM series WHERE id = $1 FOR KEY SHARE)
 INSERT INTO counters AS c (series_id, period, variables, last_value)

@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from app import counters, idempotency
+from app import idempotency
 from app.database import round_trip_limit
 from app.definition import CounterKey
-from app.issued import Claim, Issued, Outcome, Replayed, Request
+from app.issuing import counters
+from app.issuing.issued import Claim, Issued, Outcome, Replayed, Request
 from app.ledger import record_numbers
 from app.problems import NumberCollision, Problem, SeriesExhausted
 

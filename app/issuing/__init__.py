@@ -2,9 +2,10 @@
 
 - ``engine``: the entry point, ``Issuer``. It resolves a request's date, format and counter and
   dispatches it to the issuer of its series' mode.
+- ``single``: what sequence and cached mode share, serving each request on its own.
 - ``gapless``: gapless mode, with group commit.
-- ``sequences`` and ``coalesce``: sequence mode, and the coalescer that serves concurrent
-  requests for one counter with one ``nextval`` round trip.
+- ``sequences`` and ``coalesce``: sequence mode, and the coalescer it owns, which serves
+  concurrent requests for one counter with one ``nextval`` round trip.
 - ``blocks``: cached mode, values reserved in blocks and served from memory.
 - ``counters``: the counter row's SQL, shared by gapless and cached mode.
 - ``issued``: what a request asks for and what it gets back, whatever the mode.

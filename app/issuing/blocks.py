@@ -31,6 +31,8 @@ from app import metrics
 from app.database import Connection
 from app.definition import CounterKey, Series, StaleDefinition
 from app.issuing import counters
+from app.issuing.issued import Request
+from app.issuing.single import SingleIssuer
 from app.lru import LRU
 
 logger = logging.getLogger("docnum.blocks")
@@ -78,15 +80,21 @@ def _install(lane: _Lane, spare: "asyncio.Task[_Block]") -> None:
             lane.size = lane.current.remaining
 
 
-class BlockIssuer:
+class BlockIssuer(SingleIssuer):
     def __init__(
-        self, pool: asyncpg.Pool, limits: counters.CounterLimits = counters.DEFAULT_LIMITS
+        self,
+        pool: asyncpg.Pool,
+        idempotency_ttl_seconds: int,
+        limits: counters.CounterLimits = counters.DEFAULT_LIMITS,
     ) -> None:
-        self._pool = pool
+        super().__init__(pool, idempotency_ttl_seconds)
         self._max_counters = limits.per_series
         self._lanes: LRU[tuple[int, CounterKey], _Lane] = LRU(limits.in_memory, self._drop)
         self._dropped: deque[tuple[CounterKey, _Lane]] = deque(maxlen=limits.in_memory)
         self._giving_back: asyncio.Task[None] | None = None
+
+    async def _values(self, request: Request, conn: "Connection | None") -> list[int]:
+        return await self.take(request.series, request.counter, request.count, conn)
 
     async def take(
         self, series: Series, key: CounterKey, count: int, conn: "Connection | None" = None

@@ -2,8 +2,10 @@
 
 It resolves the document date, the format in force on it and the counter the number belongs to,
 checks what does not depend on the value (archived, the date window, variables, batch size),
-dispatches to the mode, and applies idempotency: a request whose key was already answered gets
-that answer back, byte for byte, and costs no number.
+and hands the request to its mode's issuer. Every mode has one (``ModeIssuer``), chosen by the
+series' mode alone: gapless (app.issuing.gapless), sequence (app.issuing.sequences) and cached
+(app.issuing.blocks). Each applies idempotency as part of taking the values: a request whose key
+was already answered gets that answer back, byte for byte, and costs no number.
 
 Dates are bounded to a window (settings ``earliest_date`` and ``latest_date``), and a format that
 shows the year as ``{YY}`` alone issues only for 2000-2099, so the period of every number can be
@@ -11,25 +13,23 @@ read back from it: no two periods render alike.
 """
 
 import datetime
-import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import asyncpg
 
 from app import idempotency, metrics
 from app import series as series_sql
-from app.database import Connection, round_trip_limit
 from app.definition import CounterKey, Series, StaleDefinition
 from app.formatting import Template
 from app.issuing.blocks import BlockIssuer
-from app.issuing.coalesce import Coalescer
 from app.issuing.counters import DEFAULT_LIMITS, CounterLimits
 from app.issuing.gapless import GaplessIssuer
 from app.issuing.issued import Claim, Issued, Outcome, Replayed, Request, Respond
 from app.issuing.sequences import SequenceIssuer
-from app.ledger import record_numbers
 from app.problems import Problem, SeriesArchived, Unavailable, field_error
+from app.schemas import Mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,12 @@ class DateWindow:
     latest: datetime.date = datetime.date(2099, 12, 31)
 
 
+class ModeIssuer(Protocol):
+    """How one mode serves a request: its numbers, or the stored answer its key already got."""
+
+    async def issue(self, request: Request) -> Outcome: ...
+
+
 class Issuer:
     def __init__(
         self,
@@ -79,10 +85,12 @@ class Issuer:
         self._reload = reload or self._read_again
         self.window = window
         self.clock = clock
-        self.gapless = GaplessIssuer(pool, idempotency_ttl_seconds, limits)
-        self.blocks = BlockIssuer(pool, limits)
-        self.sequences = SequenceIssuer(limits)
-        self._sequence_groups = Coalescer(round_trip_limit(pool))
+        self.blocks = BlockIssuer(pool, idempotency_ttl_seconds, limits)
+        self._modes: Mapping[Mode, ModeIssuer] = {
+            "gapless": GaplessIssuer(pool, idempotency_ttl_seconds, limits),
+            "sequence": SequenceIssuer(pool, idempotency_ttl_seconds, limits),
+            "cached": self.blocks,
+        }
 
     def current_period(self, series: Series) -> str:
         """The period a request without a date issues in now."""
@@ -160,41 +168,7 @@ class Issuer:
         return await series_sql.fetch(self._pool, series.tenant_id, series.name)
 
     async def _dispatch(self, request: Request) -> Outcome:
-        mode = request.series.mode
-        if mode == "gapless":
-            return await self.gapless.issue(request)
-        series, counter = request.series, request.counter
-        if request.claim is None and not series.ledger:
-            if mode == "cached":
-                return request.render(await self.blocks.take(series, counter, request.count))
-            fetch = functools.partial(self._sequence_values, series, counter)
-            group = (series.id, series.version, counter)
-            return request.render(await self._sequence_groups.take(group, request.count, fetch))
-        async with self._pool.acquire() as conn:
-            if request.claim is None:
-                return await self._take_and_record(conn, request)
-            async with conn.transaction():
-                claim = request.claim
-                if not await idempotency.claim(conn, series, [claim], self._ttl):
-                    return (await idempotency.replays(conn, series, [claim]))[claim.key]
-                issued = await self._take_and_record(conn, request)
-                await idempotency.store(conn, series, [(claim, request.respond(issued))])
-                return issued
-
-    async def _sequence_values(self, series: Series, counter: CounterKey, count: int) -> list[int]:
-        async with self._pool.acquire() as conn:
-            return await self.sequences.take(conn, series, counter, count)
-
-    async def _take_and_record(self, conn: Connection, request: Request) -> Issued:
-        series, counter, count = request.series, request.counter, request.count
-        if series.mode == "sequence":
-            values = await self.sequences.take(conn, series, counter, count)
-        else:
-            values = await self.blocks.take(series, counter, count, conn)
-        issued = request.render(values)
-        if series.ledger:
-            await record_numbers(conn, series, counter, [issued])
-        return issued
+        return await self._modes[request.series.mode].issue(request)
 
     async def close(self) -> None:
         await self.blocks.close()

@@ -18,11 +18,16 @@ same statement, so a batch that does not fit leaves the rest to smaller requests
 batches racing for the very last values can still use some up and fail.
 """
 
+import functools
+
 import asyncpg
 
-from app.database import Connection
+from app.database import Connection, round_trip_limit
 from app.definition import CounterKey, Series, StaleDefinition
 from app.issuing import counters
+from app.issuing.coalesce import Coalescer
+from app.issuing.issued import Request
+from app.issuing.single import SingleIssuer
 from app.lru import LRU
 
 # No row when the definition is stale ($4 is not the series' version) or when the counter is new
@@ -73,10 +78,30 @@ async def set_ceiling(conn: Connection, series: Series) -> None:
         )
 
 
-class SequenceIssuer:
-    def __init__(self, limits: counters.CounterLimits = counters.DEFAULT_LIMITS) -> None:
+class SequenceIssuer(SingleIssuer):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        idempotency_ttl_seconds: int,
+        limits: counters.CounterLimits = counters.DEFAULT_LIMITS,
+    ) -> None:
+        super().__init__(pool, idempotency_ttl_seconds)
         self._names: LRU[tuple[int, CounterKey], str] = LRU(limits.in_memory)
         self._max_counters = limits.per_series
+        self._groups = Coalescer(round_trip_limit(pool))
+
+    async def _values(self, request: Request, conn: "Connection | None") -> list[int]:
+        series, counter = request.series, request.counter
+        if conn is not None:
+            return await self.take(conn, series, counter, request.count)
+        fetch = functools.partial(self._fetch, series, counter)
+        group = (series.id, series.version, counter)
+        return await self._groups.take(group, request.count, fetch)
+
+    async def _fetch(self, series: Series, counter: CounterKey, count: int) -> list[int]:
+        """One round trip for a coalesced group, on a connection of its own."""
+        async with self._pool.acquire() as conn:
+            return await self.take(conn, series, counter, count)
 
     async def take(
         self, conn: Connection, series: Series, key: CounterKey, count: int

@@ -142,7 +142,7 @@ async def test_a_cached_lane_dropped_from_memory_gives_its_unused_values_back_an
     await create_series(client, tenant, "c", mode="cached", block_size=10)
     series = await series_sql.fetch(pool, tenant.id, "c")
     a, b, c = (CounterKey("all", f"b={name}") for name in "abc")
-    blocks = BlockIssuer(pool, CounterLimits(in_memory=1))
+    blocks = BlockIssuer(pool, idempotency_ttl_seconds=60, limits=CounterLimits(in_memory=1))
     try:
         waiting = asyncio.ensure_future(blocks.take(series, a, 1))
         await asyncio.sleep(0)  # it now waits for a's first block
@@ -154,7 +154,7 @@ async def test_a_cached_lane_dropped_from_memory_gives_its_unused_values_back_an
         assert await _settled(pool, series, b, from_b) == from_b
     finally:
         await blocks.close()
-    again = BlockIssuer(pool)
+    again = BlockIssuer(pool, idempotency_ttl_seconds=60)
     try:
         assert await again.take(series, a, 1) == [from_a + 1]  # no value twice, none skipped
     finally:
@@ -165,8 +165,8 @@ async def test_a_process_keeps_the_sequence_names_of_a_bounded_number_of_counter
     client: httpx.AsyncClient, tenant: Tenant, database_url: str
 ) -> None:
     await create_series(client, tenant, "s", mode="sequence")
-    issuer = SequenceIssuer(CounterLimits(in_memory=1))
     async with recording_pool(database_url) as (pool, sent):
+        issuer = SequenceIssuer(pool, idempotency_ttl_seconds=60, limits=CounterLimits(in_memory=1))
         series = await series_sql.fetch(pool, tenant.id, "s")
         a, b = CounterKey("all", "b=a"), CounterKey("all", "b=b")
         async with pool.acquire() as conn:

@@ -54,7 +54,7 @@ async def test_a_block_is_reserved_once_and_the_next_one_at_a_fifth_used(
     client: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool
 ) -> None:
     series = await cached_series(client, tenant, pool)
-    blocks = BlockIssuer(pool)
+    blocks = BlockIssuer(pool, idempotency_ttl_seconds=60)
     try:
         assert await blocks.take(series, PERIOD, 1) == grid(series, 0, 1)
         assert await counter_top(pool, series) == grid(series, 9, 1)[0]  # one block of ten
@@ -77,7 +77,7 @@ async def test_a_batch_that_does_not_fit_gets_its_own_contiguous_run(
     client: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool
 ) -> None:
     series = await cached_series(client, tenant, pool)
-    blocks = BlockIssuer(pool)
+    blocks = BlockIssuer(pool, idempotency_ttl_seconds=60)
     try:
         assert await blocks.take(series, PERIOD, 1) == grid(series, 0, 1)  # reserves a block
         assert await blocks.take(series, PERIOD, 2) == grid(series, 1, 2)  # fits in it
@@ -95,7 +95,7 @@ async def test_issuers_sharing_a_counter_never_share_a_value(
 ) -> None:
     """Three issuers stand in for three processes: each has its own blocks in memory."""
     series = await cached_series(client, tenant, pool, block_size=7)
-    issuers = [BlockIssuer(pool) for _ in range(3)]
+    issuers = [BlockIssuer(pool, idempotency_ttl_seconds=60) for _ in range(3)]
     try:
 
         async def take(index: int) -> list[int]:
@@ -116,12 +116,12 @@ async def test_close_gives_back_the_unused_tail_when_still_on_top(
     client: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool
 ) -> None:
     series = await cached_series(client, tenant, pool)
-    blocks = BlockIssuer(pool)
+    blocks = BlockIssuer(pool, idempotency_ttl_seconds=60)
     assert await blocks.take(series, PERIOD, 1) == grid(series, 0, 1)
     await blocks.close()
     assert await counter_top(pool, series) == grid(series, 0, 1)[0]
 
-    again = BlockIssuer(pool)
+    again = BlockIssuer(pool, idempotency_ttl_seconds=60)
     try:
         assert await again.take(series, PERIOD, 1) == grid(series, 1, 1)  # no hole
     finally:
@@ -132,7 +132,10 @@ async def test_close_keeps_the_tail_when_another_reserved_after_it(
     client: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool
 ) -> None:
     series = await cached_series(client, tenant, pool)
-    first, second = BlockIssuer(pool), BlockIssuer(pool)
+    first, second = (
+        BlockIssuer(pool, idempotency_ttl_seconds=60),
+        BlockIssuer(pool, idempotency_ttl_seconds=60),
+    )
     assert await first.take(series, PERIOD, 1) == grid(series, 0, 1)
     assert await second.take(series, PERIOD, 1) == grid(series, 10, 1)
     await first.close()  # its tail lies below the second's block: giving it back would repeat
@@ -145,7 +148,7 @@ async def test_a_caller_that_goes_away_does_not_cancel_the_block_others_wait_for
     client: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool
 ) -> None:
     series = await cached_series(client, tenant, pool)
-    blocks = BlockIssuer(pool)
+    blocks = BlockIssuer(pool, idempotency_ttl_seconds=60)
     try:
         gone = asyncio.create_task(blocks.take(series, PERIOD, 1))
         staying = asyncio.create_task(blocks.take(series, PERIOD, 1))

@@ -50,7 +50,9 @@ async def test_issuers_of_separate_processes_race_to_create_it(
 
     async def process(count: int) -> list[int]:
         async with pool.acquire() as conn:
-            return await SequenceIssuer().take(conn, series, CounterKey("all", ""), count)
+            return await SequenceIssuer(pool, idempotency_ttl_seconds=60).take(
+                conn, series, CounterKey("all", ""), count
+            )
 
     runs = await asyncio.gather(*(process(1 + i % 3) for i in range(8)))
     values = sorted(v for run in runs for v in run)

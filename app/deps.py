@@ -33,7 +33,6 @@ from app.problems import (
     Unavailable,
     UnsupportedMediaType,
 )
-from app.ratelimit import authenticate
 from app.schemas import LINE_PATTERN, SERIES_NAME_PATTERN
 from app.services import Services
 
@@ -125,7 +124,7 @@ async def get_principal(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send an API key as 'Authorization: Bearer <key>'.")
-    return await authenticate(services, credentials.credentials, request.scope)
+    return await services.authenticate(credentials.credentials, request.scope)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

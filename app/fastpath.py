@@ -39,7 +39,7 @@ from app.issuing.engine import Answer as IssuerAnswer
 from app.issuing.engine import check_count
 from app.issuing.issued import Issued
 from app.problems import BadRequest, PayloadTooLarge, Unauthorized, invalid_fields
-from app.ratelimit import SCOPE_HEADERS, authenticate
+from app.ratelimit import SCOPE_HEADERS
 from app.schemas import SERIES_NAME_PATTERN, BatchRequest, NextRequest
 from app.services import Services
 
@@ -250,7 +250,7 @@ async def _authenticate(services: Services, authorization: str | None, scope: Sc
     credentials = credentials.strip()
     if not (scheme and credentials) or scheme.lower() != "bearer":
         raise Unauthorized("Send an API key as 'Authorization: Bearer <key>'.")
-    return await authenticate(services, credentials, scope)
+    return await services.authenticate(credentials, scope)
 
 
 def _one(issued: Issued) -> bytes:

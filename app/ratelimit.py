@@ -37,7 +37,6 @@ Invariants, and why they hold:
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
@@ -46,9 +45,6 @@ from starlette.types import Scope
 
 from app.auth import Principal
 from app.problems import RateLimited
-
-if TYPE_CHECKING:  # app.services builds the limits
-    from app.services import Services
 
 # Where the limits' header fields of an admitted request wait in the ASGI scope for its answer
 # (app.middleware adds them to whatever answers it).
@@ -158,12 +154,3 @@ class RateLimits:
 def _seconds_until(reset_time: float) -> int:
     """Whole seconds until a partition's oldest request leaves the window (at least 1)."""
     return max(1, math.ceil(reset_time - time.time()))
-
-
-async def authenticate(services: "Services", key: str, scope: Scope) -> Principal:
-    """The principal of an API key, admitted by the rate limits: the one place both the lean path
-    and FastAPI's dependencies authenticate. The limits' header fields for the answer are left in
-    ``scope`` under :data:`SCOPE_HEADERS`."""
-    principal = await services.auth.verify(key)
-    services.rate_limits.admit(principal, scope)
-    return principal

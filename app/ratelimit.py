@@ -11,9 +11,9 @@ progress at once (policy ``"concurrency"``, in ``concurrent-requests``).
 
 Invariants, and why they hold:
 
-- Every authenticated request passes :func:`authenticate`, the one function that both the lean
-  path (app.fastpath) and FastAPI's dependencies (app.deps) call, so no route escapes the limits
-  and none counts a request twice.
+- Every authenticated request passes ``Services.authenticate`` (app.services), the one method
+  that both the lean path (app.fastpath) and FastAPI's dependencies (app.deps) call, so no route
+  escapes the limits and none counts a request twice.
 - A refused request costs no quota: both policies are tested before either is hit, and a request
   is counted against both or neither. The event loop runs one check at a time, so nothing else
   is counted between the test and the hit.

@@ -172,9 +172,10 @@ def checked_fields(fields: SeriesFields, name: str) -> SeriesFields:
 def check_new_format(series: Series, fields: SeriesFields) -> None:
     """Refuse a format that could render a string some earlier format of the series could."""
     new = parse_template(fields.format)
-    for earlier in dict.fromkeys(entry.format for entry in series.formats):
+    earlier_templates = {entry.format: entry.template for entry in series.formats}
+    for earlier in earlier_templates.values():
         collision = find_collision(
-            parse_template(earlier),
+            earlier,
             new,
             series=series.name,
             variables_in_key=not fields.shared_counter,
@@ -267,9 +268,7 @@ async def update(
         except ValidationError as error:  # an explicit null for a field that needs a value
             raise invalid_fields(error.errors()) from None
         new = checked_fields(merged, name)
-        changed: dict[str, Any] = {
-            k: v for k, v in new.model_dump().items() if k in FIELD_NAMES and old[k] != v
-        }
+        changed: dict[str, Any] = {k: v for k, v in new.model_dump().items() if old[k] != v}
         new_format = "format" in changed
         structural = sorted(set(changed) & set(STRUCTURAL_FIELDS))
         in_use = await conn.fetchval(HAS_COUNTERS, current.id)

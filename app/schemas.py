@@ -96,6 +96,11 @@ Timezone = Annotated[str, Field(max_length=64), AfterValidator(_check_timezone)]
 FiscalYearStart = Annotated[int, Field(ge=1, le=12)]
 BlockSize = Annotated[int, Field(ge=1, le=100_000)]
 Description = Annotated[str, Field(max_length=1000, pattern=TEXT_PATTERN)]
+# The document that carries a number (an invoice id, an order reference); bounded like the
+# ledger's column (migrations/0004_ledger_references.sql).
+DocumentRef = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=LINE_PATTERN, examples=["SO-2026-0042"])
+]
 
 
 class SeriesFields(StrictModel):

@@ -28,7 +28,7 @@ from app.issuing.counters import DEFAULT_LIMITS, CounterLimits
 from app.issuing.gapless import GaplessIssuer
 from app.issuing.issued import Claim, Issued, Outcome, Replayed, Request, Respond
 from app.issuing.sequences import SequenceIssuer
-from app.problems import Problem, SeriesArchived, Unavailable, field_error
+from app.problems import LedgerDisabled, Problem, SeriesArchived, Unavailable, field_error
 from app.schemas import Mode
 
 
@@ -105,18 +105,27 @@ class Issuer:
         variables: Mapping[str, str],
         claim: Claim | None,
         respond: Respond,
+        document_ref: str | None = None,
     ) -> Answer:
         """Issue ``count`` numbers, or replay the answer ``claim``'s key already got.
 
         A request that read a definition changed since takes nothing (StaleDefinition) and runs
-        again on the series as it now is.
+        again on the series as it now is. A ``document_ref`` is kept with the numbers in the
+        ledger; a series without one refuses it rather than lose it.
         """
         for _ in range(MAX_RELOADS):
             try:
-                template, counter, day = self._resolve(series, date, variables)
+                if document_ref is not None and not series.ledger:
+                    raise LedgerDisabled(
+                        f"Series {series.name!r} keeps no ledger, so it cannot keep a "
+                        "document_ref; send the request without one, or turn the ledger on."
+                    )
+                template, counter, day = self.resolve(series, date, variables)
             except Problem as refusal:
                 return await self._answer_despite(refusal, series, claim)
-            request = Request(series, template, counter, day, count, variables, claim, respond)
+            request = Request(
+                series, template, counter, day, count, variables, claim, respond, document_ref
+            )
             try:
                 outcome = await self._dispatch(request)
             except StaleDefinition:
@@ -139,7 +148,7 @@ class Issuer:
             raise refusal
         return _replay(claim, stored)
 
-    def _resolve(
+    def resolve(
         self, series: Series, date: datetime.date | None, variables: Mapping[str, str]
     ) -> tuple[Template, CounterKey, datetime.date]:
         """The request's date, the format in force on it and the counter its number takes; or
@@ -163,6 +172,10 @@ class Issuer:
         if missing:
             raise field_error("variables", f"missing {', '.join(missing)}")
         return entry.template, series.counter(day, entry.template, variables), day
+
+    async def reload(self, series: Series) -> Series:
+        """The series as it is now, after a statement found its definition stale."""
+        return await self._reload(series)
 
     async def _read_again(self, series: Series) -> Series:
         return await series_sql.fetch(self._pool, series.tenant_id, series.name)

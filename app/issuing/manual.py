@@ -105,9 +105,9 @@ class Locked(NamedTuple):
     key: CounterKey
     top: int
 
-    def skipped(self, series: Series, below: int) -> list[int]:
+    def skipped(self, series: Series, below: int) -> range:
         """The values from the one after the top up to, not including, ``below``."""
-        return list(range(self.top + series.step, below, series.step))
+        return range(self.top + series.step, below, series.step)
 
 
 async def on_current(issuer: Issuer, series: Series, change: Callable[[Series], Awaitable[T]]) -> T:
@@ -149,7 +149,9 @@ async def set_counter(
                 f"so {last_value} is refused. Numbers already handed out stay as they are."
             )
         skipped = locked.skipped(series, last_value + series.step)
-        voided = await _move(conn, series, locked, template, day, variables, skipped, reason)
+        voided = await _move(
+            conn, series, locked, template, day, variables, skipped, reason, "last_value"
+        )
         await _set_top(conn, series, locked, last_value)
         previous = None if locked.top < series.start else locked.top
         await audit.record(
@@ -201,7 +203,9 @@ async def record_external(
         if value > locked.top:
             reason = f"skipped: {number} was recorded from elsewhere"
             skipped = locked.skipped(series, value)
-            voided = await _move(conn, series, locked, template, day, variables, skipped, reason)
+            voided = await _move(
+                conn, series, locked, template, day, variables, skipped, reason, "number"
+            )
         elif series.mode == "cached":
             raise NumberHeld(
                 f"The counter of {number!r} is already at {locked.top}: in cached mode a "
@@ -333,8 +337,9 @@ async def _move(
     template: Template,
     day: datetime.date,
     variables: Mapping[str, str],
-    skipped: list[int],
+    skipped: range,
     reason: str,
+    field: str,
 ) -> int:
     """In gapless mode, record the values a counter passes as voided with ``reason``; returns
     how many were (the other modes record none)."""
@@ -342,13 +347,14 @@ async def _move(
         return 0
     if len(skipped) > MAX_SKIPPED:
         raise field_error(
-            "last_value",
+            field,
             f"the counter would pass {len(skipped)} values, each recorded as voided; it "
             f"passes at most {MAX_SKIPPED} at once: move it in steps",
         )
-    numbers = _render(series, template, skipped, day, variables)
+    values = list(skipped)
+    numbers = _render(series, template, values, day, variables)
     try:
-        await conn.execute(INSERT_SKIPPED, series.id, *locked.key, skipped, numbers, day, reason)
+        await conn.execute(INSERT_SKIPPED, series.id, *locked.key, values, numbers, day, reason)
     except asyncpg.UniqueViolationError:
         raise NumberCollision(
             f"A number between {numbers[0]} and {numbers[-1]} is already in the ledger of "

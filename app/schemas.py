@@ -415,7 +415,9 @@ class LedgerEntry(BaseModel):
     voided_at: datetime.datetime | None
     document_ref: str | None = Field(description="The document that carries the number.")
     external: bool = Field(
-        description="Recorded from elsewhere (`POST /series/{name}/numbers`), not issued here."
+        description="Not issued here: recorded from elsewhere (`POST /series/{name}/numbers`), "
+        "or, voided, a value a counter passed when set by hand (a number recorded from "
+        "elsewhere may take its place)."
     )
 
 

@@ -21,7 +21,9 @@ Invariants, and why they hold:
   it back), with a value the counter counts. Above the counter's top, the counter moves to it;
   below, the counter will never reach it, except in cached mode, where values below the top may
   still be held in a process's block: there it is refused (409). The ledger's unique constraints
-  refuse a number, or a value of its counter, that is already recorded (409).
+  refuse a number, or a value of its counter, that is already recorded (409), except a value a
+  counter passed by hand (voided and external): the number takes its place, so history can be
+  recorded after going live, in any order.
 - **A preview takes nothing.** It reads the counter's top without a lock. In gapless and sequence
   mode it is the number the next request gets unless another request comes first; in cached mode
   it is the first value no process holds yet: a process that holds a block hands out lower ones
@@ -74,12 +76,21 @@ RETURNING id, last_value
 MOVE_COUNTER = "UPDATE counters SET last_value = $2 WHERE id = $1"
 SEQUENCE_LAST = "SELECT pg_sequence_last_value($1::regclass)"
 SET_SEQUENCE = "SELECT setval($1::regclass, $2)"
-# The values a counter passes by hand, recorded as voided with the reason.
+# The values a counter passes by hand, recorded as voided with the reason. They are marked
+# external (not issued here), which lets a number recorded from elsewhere take their place.
 INSERT_SKIPPED = """
 INSERT INTO numbers (series_id, period, variables, value, number, date, status, void_reason,
-                     voided_at)
-SELECT $1, $2, $3, value, number, $6, 'voided', $7, now()
+                     voided_at, external)
+SELECT $1, $2, $3, value, number, $6, 'voided', $7, now(), true
 FROM unnest($4::bigint[], $5::text[]) AS u (value, number)
+"""
+# A number recorded from elsewhere in the place of a value a counter passed by hand.
+FILL_SKIPPED = f"""
+UPDATE numbers SET number = $5, date = $6, document_ref = $7, status = 'issued',
+    void_reason = NULL, voided_at = NULL, issued_at = now()
+WHERE series_id = $1 AND period = $2 AND variables = $3 AND value = $4
+  AND status = 'voided' AND external
+RETURNING {ENTRY_COLUMNS}
 """
 INSERT_EXTERNAL = f"""
 INSERT INTO numbers (series_id, period, variables, value, number, date, document_ref, external)
@@ -214,6 +225,8 @@ async def record_external(
             )
         try:
             row = await conn.fetchrow(
+                FILL_SKIPPED, series.id, *key, value, number, day, document_ref
+            ) or await conn.fetchrow(
                 INSERT_EXTERNAL, series.id, *key, value, number, day, document_ref
             )
         except asyncpg.UniqueViolationError:

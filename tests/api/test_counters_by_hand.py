@@ -238,6 +238,48 @@ async def test_a_number_below_a_gapless_counter_fills_its_gap_only_if_free(
     assert_problem(await record(client, tenant, "f", "F-2", "2026-01-01"), 409, "number-exists")
 
 
+async def test_history_recorded_after_going_live_takes_the_place_of_the_values_passed(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "mig", reset="yearly", format="M-{YYYY}-{seq:04}")
+    await set_counter(client, tenant, "mig", "2026", last_value=5)
+    for value in (4, 1):
+        response = await record(
+            client,
+            tenant,
+            "mig",
+            f"M-2026-{value:04d}",
+            "2026-02-0" + str(value),
+            document_ref=f"OLD-{value}",
+        )
+        assert response.status_code == 201, response.text
+        assert response.json()["status"] == "issued" and response.json()["void_reason"] is None
+    ledger = await client.get("/series/mig/numbers", headers=tenant.issuer)
+    rows = [(e["value"], e["status"], e["document_ref"]) for e in ledger.json()["items"]]
+    assert rows == [
+        (1, "issued", "OLD-1"),
+        (2, "voided", None),
+        (3, "voided", None),
+        (4, "issued", "OLD-4"),
+        (5, "voided", None),
+    ]
+    assert (await gap_report(client, tenant, "mig", "2026"))["missing"] == 0
+    again = await record(client, tenant, "mig", "M-2026-0004", "2026-02-04")
+    assert_problem(again, 409, "number-exists")
+
+
+async def test_a_number_voided_by_a_person_is_never_replaced(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "vp", format="VP-{seq}")
+    await next_number(client, tenant, "vp")
+    voided = await client.post(
+        "/series/vp/numbers/VP-1/void", json={"reason": "cancelled"}, headers=tenant.admin
+    )
+    assert voided.status_code == 200, voided.text
+    assert_problem(await record(client, tenant, "vp", "VP-1", "2026-01-01"), 409, "number-exists")
+
+
 async def test_a_sequence_value_it_skipped_can_be_recorded(
     client: httpx.AsyncClient, tenant: Tenant
 ) -> None:

@@ -820,7 +820,7 @@ export interface components {
             document_ref: string | null;
             /**
              * External
-             * @description Recorded from elsewhere (`POST /series/{name}/numbers`), not issued here.
+             * @description Not issued here: recorded from elsewhere (`POST /series/{name}/numbers`), or, voided, a value a counter passed when set by hand (a number recorded from elsewhere may take its place).
              */
             external: boolean;
         };

@@ -273,6 +273,7 @@ async def _record(
         found,
         lambda series, conn: manual.record_external(
             conn,
+            services.issuer,
             series,
             number=body.number,
             day=body.date,

@@ -21,7 +21,7 @@ import asyncpg
 
 from app import idempotency, metrics
 from app import series as series_sql
-from app.definition import CounterKey, Series, StaleDefinition
+from app.definition import CounterKey, Format, Series, StaleDefinition
 from app.formatting import Template
 from app.issuing.blocks import BlockIssuer
 from app.issuing.counters import DEFAULT_LIMITS, CounterLimits
@@ -156,22 +156,27 @@ class Issuer:
         if series.archived_at is not None:
             raise SeriesArchived(f"Series {series.name!r} is archived and issues no numbers.")
         day = date or series.today(self.clock())
+        entry = series.format_for(day)
+        self.check_date(day, entry)
+        missing = sorted(entry.template.variables - variables.keys())
+        if missing:
+            raise field_error("variables", f"missing {', '.join(missing)}")
+        return entry.template, series.counter(day, entry.template, variables), day
+
+    def check_date(self, day: datetime.date, entry: Format) -> None:
+        """Refuse a document date outside the service's window, or one that ``entry`` cannot
+        tell from a date a century away (its only year is ``{YY}``)."""
         window = self.window
         if not window.earliest <= day <= window.latest:
             raise field_error(
                 "date", f"must be from {window.earliest} to {window.latest} (the service's window)"
             )
-        entry = series.format_for(day)
         if entry.window is not None and not entry.window[0] <= day <= entry.window[1]:
             raise field_error(
                 "date",
                 f"the format {entry.format!r} shows the year with two digits, which tells years "
                 f"apart only from {entry.window[0].year} to {entry.window[1].year}",
             )
-        missing = sorted(entry.template.variables - variables.keys())
-        if missing:
-            raise field_error("variables", f"missing {', '.join(missing)}")
-        return entry.template, series.counter(day, entry.template, variables), day
 
     async def reload(self, series: Series) -> Series:
         """The series as it is now, after a statement found its definition stale."""

@@ -38,7 +38,7 @@ import asyncpg
 
 from app import audit
 from app.database import Connection, Executor
-from app.definition import CounterKey, Series, StaleDefinition
+from app.definition import CounterKey, Format, Series, StaleDefinition
 from app.formatting import NumberTooLong, Template, VariableError
 from app.issuing import counters
 from app.issuing.engine import MAX_RELOADS, Issuer
@@ -191,6 +191,7 @@ async def set_counter(
 
 async def record_external(
     conn: Connection,
+    issuer: Issuer,
     series: Series,
     *,
     number: str,
@@ -206,7 +207,9 @@ async def record_external(
         )
     if series.archived_at is not None:
         raise SeriesArchived(f"Series {series.name!r} is archived; restore it first.")
-    template, value, variables = read_number(series, number, day)
+    entry, value, variables = read_number(series, number, day)
+    issuer.check_date(day, entry)
+    template = entry.template
     key = series.counter(day, template, variables)
     async with conn.transaction():
         locked = await _lock(conn, series, key, max_counters)
@@ -275,7 +278,7 @@ async def preview(
 
 def read_number(
     series: Series, number: str, day: datetime.date
-) -> tuple[Template, int, dict[str, str]]:
+) -> tuple[Format, int, dict[str, str]]:
     """The format ``number`` was rendered with for a document dated ``day``, its value and its
     variables: the format in force on ``day`` first, then every other, newest first."""
     entries = [series.format_for(day), *reversed(series.formats)]
@@ -286,7 +289,7 @@ def read_number(
         rendered = _render(series, entry.template, [parsed.value], day, parsed.variables)
         if rendered == [number]:
             _check_counted(series, parsed.value, "number")
-            return entry.template, parsed.value, parsed.variables
+            return entry, parsed.value, parsed.variables
     raise NumberUnreadable(
         f"{number!r} is not a number series {series.name!r} renders for a document dated {day} "
         f"(formats: {', '.join(repr(f.format) for f in series.formats)}).",

@@ -377,6 +377,7 @@ async def record_number(
         async def record(conn: Connection) -> tuple[int, bytes]:
             entry = await manual.record_external(
                 conn,
+                services.issuer,
                 series,
                 number=body.number,
                 day=body.date,

@@ -290,13 +290,15 @@ async def annotate(
     conn: Connection, series: Series, number: str, document_ref: str, *, actor: str
 ) -> LedgerEntry:
     """Attach ``document_ref`` to a number of the ledger (whatever its status), audited with the
-    reference it replaces."""
+    reference it replaces; setting the reference it has changes nothing and is not audited."""
     async with conn.transaction():
         row = await conn.fetchrow(ANNOTATE_NUMBER, series.id, number, document_ref)
         if row is None:
             raise NumberNotFound(f"No number {number!r} in series {series.name!r}.")
         entry = dict(row)
         previous = entry.pop("previous")
+        if previous == document_ref:
+            return LedgerEntry(**entry)
         await audit.record(
             conn,
             tenant_id=series.tenant_id,

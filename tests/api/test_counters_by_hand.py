@@ -416,3 +416,12 @@ async def test_the_preview_names_missing_variables_and_an_exhausted_series(
         "/series/m/next-preview", params={"variables": "desk=A"}, headers=tenant.issuer
     )
     assert_problem(full, 409, "series-exhausted")
+
+
+async def test_a_counter_set_by_hand_puts_the_series_in_use(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "use", format="U-{seq}")
+    assert (await set_counter(client, tenant, "use", "all", last_value=9)).status_code == 200
+    changed = await client.patch("/series/use", json={"start": 100}, headers=tenant.admin)
+    assert_problem(changed, 409, "series-in-use")

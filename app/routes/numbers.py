@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
 
-from app import exports, fastpath, ledger
+from app import auditor, exports, fastpath, ledger
 from app.database import Connection
 from app.definition import CounterKey, Series
 from app.deps import (
@@ -38,6 +38,7 @@ from app.negotiation import negotiate
 from app.problems import (
     AlreadyVoided,
     LedgerDisabled,
+    NotChained,
     NotGapless,
     NumberCollision,
     NumberNotFound,
@@ -51,6 +52,7 @@ from app.schemas import (
     COUNTER_VARIABLES_PATTERN,
     PERIOD_PATTERN,
     BatchRequest,
+    ChainReport,
     GapReport,
     IssuedBatch,
     IssuedNumber,
@@ -125,8 +127,10 @@ async def issue_batch(
 
 
 CSV_EXAMPLE = (
-    "period,variables,value,number,date,status,issued_at,void_reason,voided_at\r\n"
-    "2026,,123,INV-2026-000123,2026-03-31,issued,2026-03-31T14:05:09.123456+00:00,,\r\n"
+    "period,variables,value,number,date,status,issued_at,void_reason,voided_at,chain_seq,"
+    "chain_hash\r\n"
+    "2026,,123,INV-2026-000123,2026-03-31,issued,2026-03-31T14:05:09.123456+00:00,,,123,"
+    "5e2b6c0f9d1a4e7b8c3d2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c\r\n"
 )
 
 Period = Annotated[str | None, Query(pattern=PERIOD_PATTERN, examples=["2026"])]
@@ -258,6 +262,59 @@ async def find_gaps(
     series = await _with_ledger(services, principal.tenant_id, name)
     counter = CounterKey(period or services.issuer.current_period(series), variables or "")
     return await ledger.gaps(services.pool, series, counter)
+
+
+@router.get(
+    "/verify",
+    summary="Verify the hash chain of a period's ledger",
+    description="Recomputes the SHA-256 chain of each counter of the period (of one counter with "
+    "`variables`) and checks every ledger row against the chain's last event for it. Each "
+    "counter's report names its first broken link. Gapless series only.",
+    responses=key_problems(SeriesNotFound, NotChained),
+)
+async def verify_chain(
+    name: SeriesNameParam,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    period: Period = None,
+    variables: CounterVariablesQuery = None,
+) -> ChainReport:
+    """The period defaults to the current one."""
+    series = auditor.chained(await services.catalog.get(principal.tenant_id, name))
+    chosen = period or services.issuer.current_period(series)
+    async with services.pool.acquire() as conn:
+        return await auditor.verify(conn, series, chosen, variables)
+
+
+ZIP = "application/zip"
+
+
+@router.get(
+    "/export",
+    summary="One ZIP for the auditor: a period's ledger, chain, voids, gaps and configuration",
+    description="`ledger.csv`, `chain.csv` (every event with the content that was hashed), "
+    "`voids.csv`, `gaps.json`, `configuration.json` (the series and its history from the audit "
+    "trail) and `head.json` (each counter's chain head and its verification), read in one "
+    "snapshot. The period defaults to the current one. Gapless series only.",
+    response_class=Response,
+    responses={
+        200: {"content": {ZIP: {"schema": {"type": "string", "format": "binary"}}}},
+        **admin_problems(SeriesNotFound, NotChained, TooManyExports),
+    },
+)
+async def export_period(
+    name: SeriesNameParam, admin: AdminDep, services: ServicesDep, period: Period = None
+) -> Response:
+    series = auditor.chained(await services.catalog.get(admin.tenant_id, name))
+    chosen = period or services.issuer.current_period(series)
+    async with services.pool.acquire() as conn:
+        body = await auditor.archive(
+            conn, services.exports, series, chosen, services.issuer.clock()
+        )
+    filename = f"{name}-{chosen}-audit.zip"
+    return Response(
+        body, media_type=ZIP, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
 
 
 @router.get(

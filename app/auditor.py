@@ -24,6 +24,8 @@ import io
 import json
 import zipfile
 
+from fastapi import Response
+
 from app import audit, chain, ledger
 from app.database import Connection
 from app.definition import CounterKey, Series
@@ -38,6 +40,7 @@ FROM ledger_events AS e JOIN counters AS c ON c.id = e.counter_id
 WHERE c.series_id = $1 AND c.period = $2
 ORDER BY c.variables, e.seq
 """
+ZIP = "application/zip"
 CHAIN_COLUMNS = ("period", "variables", "seq", "kind", "value", "content", "hash")
 
 
@@ -49,6 +52,12 @@ def chained(series: Series) -> Series:
             "ledger."
         )
     return series
+
+
+def zip_response(body: bytes, filename: str) -> Response:
+    return Response(
+        body, media_type=ZIP, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
 
 
 async def _report(

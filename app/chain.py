@@ -206,8 +206,8 @@ compared AS (
     LEFT JOIN ledger_events AS e ON e.counter_id = $4 AND e.seq = last.seq
 )
 SELECT * FROM compared
-WHERE seq IS NULL OR seq IS DISTINCT FROM chain_seq OR hash IS DISTINCT FROM chain_hash
-    OR content IS DISTINCT FROM expected_content
+WHERE seq IS NULL OR content IS DISTINCT FROM expected_content
+    OR row_text IS NOT NULL AND (seq IS DISTINCT FROM chain_seq OR hash IS DISTINCT FROM chain_hash)
 ORDER BY seq NULLS LAST, value
 LIMIT 1
 """

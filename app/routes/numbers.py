@@ -286,9 +286,6 @@ async def verify_chain(
         return await auditor.verify(conn, series, chosen, variables)
 
 
-ZIP = "application/zip"
-
-
 @router.get(
     "/export",
     summary="One ZIP for the auditor: a period's ledger, chain, voids, gaps and configuration",
@@ -298,7 +295,7 @@ ZIP = "application/zip"
     "snapshot. The period defaults to the current one. Gapless series only.",
     response_class=Response,
     responses={
-        200: {"content": {ZIP: {"schema": {"type": "string", "format": "binary"}}}},
+        200: {"content": {auditor.ZIP: {"schema": {"type": "string", "format": "binary"}}}},
         **admin_problems(SeriesNotFound, NotChained, TooManyExports),
     },
 )
@@ -311,10 +308,7 @@ async def export_period(
         body = await auditor.archive(
             conn, services.exports, series, chosen, services.issuer.clock()
         )
-    filename = f"{name}-{chosen}-audit.zip"
-    return Response(
-        body, media_type=ZIP, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
-    )
+    return auditor.zip_response(body, f"{name}-{chosen}-audit.zip")
 
 
 @router.get(

@@ -58,6 +58,8 @@ ROUTES = [
     Route("GET", "/series/{series}/numbers/{number}", "issue", 200),
     Route("POST", "/series/{series}/numbers/{number}/void", "admin", 200, {"reason": "typo"}),
     Route("GET", "/series/{series}/gaps", "issue", 200),
+    Route("GET", "/series/{series}/verify", "issue", 200),
+    Route("GET", "/series/{series}/export", "admin", 200),
     Route("GET", "/keys", "admin", 200, names_resource=False),
     Route("POST", "/keys", "admin", 201, {"scope": "issue"}, False),
     Route("DELETE", "/keys/{prefix}", "admin", 200, not_found="key-not-found"),

@@ -161,6 +161,8 @@ OPERATION_IDS = {
     ("GET", "/series/{name}/numbers/{number}"): "getNumber",
     ("POST", "/series/{name}/numbers/{number}/void"): "voidNumber",
     ("GET", "/series/{name}/gaps"): "findGaps",
+    ("GET", "/series/{name}/verify"): "verifyChain",
+    ("GET", "/series/{name}/export"): "exportPeriod",
     ("GET", "/keys"): "listKeys",
     ("POST", "/keys"): "createKey",
     ("DELETE", "/keys/{prefix}"): "revokeKey",

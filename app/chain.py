@@ -155,6 +155,10 @@ marked AS (
 {MOVE_HEAD.format(counter="$1", new_seq="$3", new_head="$4")}
 """
 
+# Verification plans each statement for its own counter: a plan made once for any counter (what
+# PostgreSQL settles on after a statement ran five times) may join a large chain to itself row by
+# row. For the caller's transaction only.
+CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
 # Verification reads the counters of a period ($2; one counter when $3 is not NULL), …
 SELECT_HEADS = """
 SELECT id, variables, chain_seq, chain_head FROM counters
@@ -162,13 +166,13 @@ WHERE series_id = $1 AND period = $2 AND ($3::text IS NULL OR variables = $3)
 ORDER BY variables
 """
 # … checks every link of a counter's chain ($1) in one pass: the first event whose hash is not
-# SHA-256(hash of the event before it || content), or that has no event before it although its
-# seq is not 1 ($2 is GENESIS); how many events there are, and the last one's seq. Each link is
-# checked on its own, against the stored hash before it, so events need no ordering (a join,
-# which PostgreSQL can run in parallel, rather than a window over a sort).
+# SHA-256(hash of the event before it, or GENESIS ($2) when there is none || content), which
+# includes the event after one deleted; how many events there are, and the last one's seq. Each
+# link is checked on its own, against the stored hash before it, so events need no ordering (a
+# join, which PostgreSQL can run in parallel, rather than a window over a sort).
 CHECK_LINKS = """
 SELECT min(e.seq) FILTER (
-           WHERE sha256(coalesce(p.hash, CASE WHEN e.seq = 1 THEN $2::bytea END)
+           WHERE sha256(coalesce(p.hash, $2::bytea)
                         || convert_to(e.content, 'UTF8')) IS DISTINCT FROM e.hash
        ) AS broken,
        count(*) AS events, coalesce(max(e.seq), 0) AS last_seq
@@ -368,12 +372,13 @@ async def verify(
 ) -> list[CounterChain]:
     """Check the chain of each counter of ``period`` (or of one counter) and its ledger rows.
 
-    Run it in one snapshot (a repeatable-read transaction), so that issuing meanwhile cannot look
-    like a break. Each counter's report names its first broken link, in chain order: a missing
-    event, an event whose hash is not SHA-256(previous hash || content), a head that is not the
-    last event, or a ledger row other than its last event left it (altered, deleted, or recorded
-    by no event).
+    Run it in one snapshot (a repeatable-read transaction, which it sets to plan each statement
+    for its counter), so that issuing meanwhile cannot look like a break. Each counter's report
+    names its first broken link, in chain order: a missing event, an event whose hash is not
+    SHA-256(previous hash || content), a head that is not the last event, or a ledger row other
+    than its last event left it (altered, deleted, or recorded by no event).
     """
+    await conn.execute(CUSTOM_PLANS)
     return [
         await _verify_counter(conn, series_id, period, counter)
         for counter in await conn.fetch(SELECT_HEADS, series_id, period, variables)

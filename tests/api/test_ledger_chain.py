@@ -477,7 +477,9 @@ async def test_the_database_renders_rows_as_the_application_encodes_them(
         )
         assert response.status_code == 201, response.text
     response = await client.post(
-        "/series/c/numbers/b-1/void", json={"reason": text.replace("\x7f", "")}, headers=tenant.admin
+        "/series/c/numbers/b-1/void",
+        json={"reason": text.replace("\x7f", "")},
+        headers=tenant.admin,
     )
     if response.status_code == 422:  # a reason the API refuses cannot reach the ledger
         return

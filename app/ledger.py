@@ -68,7 +68,7 @@ WHERE series_id = $1
 ORDER BY period, variables, value
 LIMIT $8
 """
-# The ledger row as the chain records it, with what the ledger's API shows (the same columns).
+# The whole row: the chain records it as it now is, and the API shows its ENTRY_COLUMNS.
 VOID_NUMBER = """
 UPDATE numbers SET status = 'voided', void_reason = $3, voided_at = now()
 WHERE series_id = $1 AND number = $2 AND status = 'issued'
@@ -174,7 +174,9 @@ async def record_numbers(
                 hashes,
                 [e.content for e in events],
             )
-    except asyncpg.UniqueViolationError:
+    except asyncpg.UniqueViolationError as error:
+        if error.table_name != "numbers":  # the chain's own key: a bug, never the client's
+            raise
         raise NumberCollision(
             f"A number rendered for series {series.name!r} is already in its ledger; "
             "nothing was issued. Send other variables, or change the format."

@@ -295,7 +295,15 @@ async def verify_chain(
     "snapshot. The period defaults to the current one. Gapless series only.",
     response_class=Response,
     responses={
-        200: {"content": {auditor.ZIP: {"schema": {"type": "string", "format": "binary"}}}},
+        200: {
+            "content": {
+                auditor.ZIP: {
+                    "schema": {"type": "string", "format": "binary"},
+                    "example": "(a ZIP: ledger.csv, chain.csv, voids.csv, gaps.json, "
+                    "configuration.json, head.json)",
+                }
+            }
+        },
         **admin_problems(SeriesNotFound, NotChained, TooManyExports),
     },
 )

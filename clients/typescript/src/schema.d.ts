@@ -2608,6 +2608,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /** @example (a ZIP: ledger.csv, chain.csv, voids.csv, gaps.json, configuration.json, head.json) */
                     "application/zip": string;
                 };
             };

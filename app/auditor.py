@@ -15,7 +15,8 @@ is issued meanwhile:
 
 docs/ledger-chain.md shows how to verify ``chain.csv``, ``ledger.csv`` and ``head.json`` offline.
 The ZIP is built in memory before the first byte is sent, within the process's export slots (see
-``app.exports``): no connection is held while the client reads it.
+``app.exports``): the connection is held only for the reads, never while the files are
+compressed or the client reads them.
 """
 
 import csv
@@ -23,7 +24,9 @@ import datetime
 import io
 import json
 import zipfile
+from typing import Final
 
+import asyncpg
 from fastapi import Response
 
 from app import audit, chain, ledger
@@ -41,6 +44,8 @@ WHERE c.series_id = $1 AND c.period = $2
 ORDER BY c.variables, e.seq
 """
 ZIP = "application/zip"
+# Every read of a verification or a ZIP sees the same committed state.
+SNAPSHOT: Final = "repeatable_read"
 CHAIN_COLUMNS = ("period", "variables", "seq", "kind", "value", "content", "hash")
 
 
@@ -73,10 +78,10 @@ async def _report(
 
 
 async def verify(
-    conn: Connection, series: Series, period: str, variables: str | None
+    pool: asyncpg.Pool, series: Series, period: str, variables: str | None
 ) -> ChainReport:
     """The chain of each counter of ``period`` (or of one), verified in one snapshot."""
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
+    async with pool.acquire() as conn, conn.transaction(isolation=SNAPSHOT, readonly=True):
         return await _report(conn, series, period, variables)
 
 
@@ -90,24 +95,25 @@ def _json(document: object) -> str:
 
 
 async def archive(
-    conn: Connection,
+    pool: asyncpg.Pool,
     slots: ExportSlots,
     series: Series,
     period: str,
     now: datetime.datetime,
 ) -> bytes:
-    """The ZIP of ``period``, within this process's export slots."""
+    """The ZIP of ``period``, within this process's export slots; the connection is given back
+    before the files are compressed."""
     slots.take()
     try:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
+        async with pool.acquire() as conn, conn.transaction(isolation=SNAPSHOT, readonly=True):
             files = await _files(conn, series, period, now)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
+            for name, text in files.items():
+                bundle.writestr(name, text)
+        return buffer.getvalue()
     finally:
         slots.give_back()
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
-        for name, text in files.items():
-            bundle.writestr(name, text)
-    return buffer.getvalue()
 
 
 async def _files(

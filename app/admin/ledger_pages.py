@@ -209,8 +209,9 @@ async def audit_zip(
         await series_sql.fetch(services.pool, signed_in.principal.tenant_id, name)
     )
     chosen = LedgerFilter.of(period, "", "").period or services.issuer.current_period(found)
-    async with services.pool.acquire() as conn:
-        body = await auditor.archive(conn, services.exports, found, chosen, services.issuer.clock())
+    body = await auditor.archive(
+        services.pool, services.exports, found, chosen, services.issuer.clock()
+    )
     return auditor.zip_response(body, f"{name}-{chosen}-audit.zip")
 
 

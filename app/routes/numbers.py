@@ -282,8 +282,7 @@ async def verify_chain(
     """The period defaults to the current one."""
     series = auditor.chained(await services.catalog.get(principal.tenant_id, name))
     chosen = period or services.issuer.current_period(series)
-    async with services.pool.acquire() as conn:
-        return await auditor.verify(conn, series, chosen, variables)
+    return await auditor.verify(services.pool, series, chosen, variables)
 
 
 @router.get(
@@ -312,10 +311,9 @@ async def export_period(
 ) -> Response:
     series = auditor.chained(await services.catalog.get(admin.tenant_id, name))
     chosen = period or services.issuer.current_period(series)
-    async with services.pool.acquire() as conn:
-        body = await auditor.archive(
-            conn, services.exports, series, chosen, services.issuer.clock()
-        )
+    body = await auditor.archive(
+        services.pool, services.exports, series, chosen, services.issuer.clock()
+    )
     return auditor.zip_response(body, f"{name}-{chosen}-audit.zip")
 
 

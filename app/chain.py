@@ -33,8 +33,8 @@ counter row's lock in every request that records a number (a transaction, a ``SE
 UPDATE`` and a commit each, one request of a counter at a time), the cost of gapless issuing
 without the group commit that makes it affordable. docs/ledger-chain.md says so to users.
 
-Appending a new kind of event, from code that writes or changes a ledger row (or a counter) in a
-transaction, is one call, made after the change, on the same connection::
+Appending a new kind of event, from code that writes or changes a gapless series' ledger row (or
+counter) in a transaction, is one call, made after the change, on the same connection::
 
     await chain.append(conn, series.id, counter, [chain.event("released", row=row)])
 

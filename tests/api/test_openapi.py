@@ -166,6 +166,8 @@ OPERATION_IDS = {
     ("PUT", "/series/{name}/counters/{period}"): "setCounter",
     ("GET", "/series/{name}/next-preview"): "previewNext",
     ("GET", "/series/{name}/gaps"): "findGaps",
+    ("GET", "/series/{name}/verify"): "verifyChain",
+    ("GET", "/series/{name}/export"): "exportPeriod",
     ("GET", "/keys"): "listKeys",
     ("POST", "/keys"): "createKey",
     ("DELETE", "/keys/{prefix}"): "revokeKey",

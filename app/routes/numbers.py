@@ -37,10 +37,13 @@ from app.idempotency import REPLAYED_HEADER
 from app.negotiation import negotiate
 from app.problems import (
     AlreadyVoided,
+    DateOrder,
     LedgerDisabled,
     NotGapless,
     NumberCollision,
     NumberNotFound,
+    NumberRuleBroken,
+    PeriodClosed,
     SeriesArchived,
     SeriesExhausted,
     SeriesNotFound,
@@ -72,6 +75,9 @@ ISSUE_RESPONSES = {
         SeriesExhausted,
         TooManyCounters,
         NumberCollision,
+        DateOrder,
+        PeriodClosed,
+        NumberRuleBroken,
         *IDEMPOTENCY_PROBLEMS,
     ),
     **success_headers(201, "Location", REPLAYED_HEADER),

@@ -15,12 +15,13 @@ fit below max_value. The group is then served again without the request whose nu
 be rendered or whose date is out of order, or, for the other two, one request per transaction, so
 that the others still get their numbers in order of arrival.
 
-With ``date_order: strict``, values follow the order of arrival, so dates must too: a request
-dated before one that arrived earlier in its group fails, and the group's earliest date is
-checked against the counter's last date in the statement that advances the counter
-(``counters.advance``), which fails the group's first request if that date is later. A request
-that fails this way costs its group a transaction that is rolled back; the others are served
-again without it.
+With ``date_order: strict``, values follow the order of arrival, so dates must too. A group whose
+dates rise (or stay) is served as one: its earliest date, its first request's, is checked against
+the counter's last date in the statement that advances the counter (``counters.advance``), and if
+that date is later the first request fails and the group is served again without it. A group
+whose dates step back is served one request per transaction instead, in order of arrival, so each
+is checked against the last date really issued before it (never against a request that might
+then fail itself), and a refusal names a date the ledger holds.
 
 A request waits for its number at most the pool's round-trip limit (see app.database), queue
 included, then fails with ``TimeoutError`` (503). Its number may still be committed by the
@@ -59,6 +60,11 @@ class _RequestFailed(Exception):
     def __init__(self, waiter: _Waiter, problem: Problem) -> None:
         self.waiter = waiter
         self.problem = problem
+
+
+class _OutOfOrder(Exception):
+    """The group's dates step back in a series that keeps them in order: it is served one
+    request per transaction."""
 
 
 class GaplessIssuer:
@@ -109,6 +115,10 @@ class GaplessIssuer:
                 _fail(failed.waiter, failed.problem)
                 group.remove(failed.waiter)
                 continue
+            except _OutOfOrder:
+                for waiter in group:
+                    await self._serve([waiter])
+                return
             except (SeriesExhausted, NumberCollision) as problem:
                 if len(group) == 1:
                     _fail(group[0], problem)
@@ -172,18 +182,12 @@ class GaplessIssuer:
 
 
 def _dates(fresh: list[_Waiter], *, strict: bool) -> counters.Dates:
-    """The dates the group's values are taken for. When they must keep their order, the first
-    request dated before one that arrived earlier fails (the group is served again without it),
-    so the earliest date is the first request's."""
+    """The dates the group's values are taken for. When they must keep their order and step
+    back within the group, raise _OutOfOrder; otherwise the earliest is the first request's."""
     latest = fresh[0].request.date
     for waiter in fresh:
         if strict and waiter.request.date < latest:
-            raise _RequestFailed(
-                waiter,
-                counters.date_order(
-                    waiter.request.series, waiter.request.counter, waiter.request.date, latest
-                ),
-            )
+            raise _OutOfOrder
         latest = max(latest, waiter.request.date)
     return counters.Dates(fresh[0].request.date if strict else None, latest)
 

@@ -13,6 +13,10 @@ Invariants, and why they hold:
   every statement that creates or advances a counter holds the row ``FOR KEY SHARE`` and checks the
   definition's version (``app.definition``), so a counter cannot appear between the check and the
   change, nor be advanced afterwards by a request that read the old definition.
+- **Rules change at any time.** date_order, closed_through, the number rules and warn_remaining
+  bound what is issued next, never what was, so they are not structural. A gapless counter keeps
+  its last date whatever date_order says, so a series made strict later orders from the dates it
+  already issued.
 - **A conditional change applies only to the version it was made from.** The series' ``ETag`` is
   its version (``"v7"``). ``update`` compares an ``If-Match`` with the version read under the row's
   ``FOR UPDATE`` lock, so no other change can commit between the comparison and the write: two

@@ -201,11 +201,17 @@ class NumberRules:
         return None
 
 
-@functools.cache
+# Rules parsed once and kept: the distinct combinations in use, bounded since administrators
+# choose the character sets.
+RULES_KEPT = 1024
+
+
+@functools.lru_cache(maxsize=RULES_KEPT)
 def number_rules(
     profile: str | None, max_length: int | None, allowed_characters: str | None
 ) -> NumberRules:
-    """The rules of a series with these fields; cached, so a request pays for no parsing."""
+    """The rules of a series with these fields; kept (the last RULES_KEPT combinations used), so
+    a request pays for no parsing."""
     limits = [MAX_NUMBER_LENGTH]
     characters: list[tuple[str, re.Pattern[str]]] = []
     patterns: list[tuple[str, re.Pattern[str]]] = []

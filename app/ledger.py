@@ -29,13 +29,18 @@ from app.schemas import (
 )
 
 INSERT_NUMBERS = """
-INSERT INTO numbers (series_id, period, variables, value, number, date, issued_at)
-SELECT $1, $2, $3, value, number, date, $7
-FROM unnest($4::bigint[], $5::text[], $6::date[]) AS u (value, number, date)
+INSERT INTO numbers (series_id, period, variables, value, number, date, issued_at, document_ref)
+SELECT $1, $2, $3, value, number, date, $7, document_ref
+FROM unnest($4::bigint[], $5::text[], $6::date[], $8::text[])
+    AS u (value, number, date, document_ref)
 """
-ENTRY_COLUMNS = "value, number, period, variables, date, status, issued_at, void_reason, voided_at"
+ENTRY_COLUMNS = (
+    "value, number, period, variables, date, status, issued_at, void_reason, voided_at, "
+    "document_ref, external"
+)
 # Keyset paging on the primary key: stable under concurrent inserts, no OFFSET scans. $2 and $3
-# filter by counter (period, variables), $4 by status.
+# filter by counter (period, variables), $4 by status, $9 by document reference (its index
+# finds the few entries of one document).
 SELECT_PAGE = f"""
 SELECT {ENTRY_COLUMNS}
 FROM numbers
@@ -43,6 +48,7 @@ WHERE series_id = $1
   AND ($2::text IS NULL OR period = $2)
   AND ($3::text IS NULL OR variables = $3)
   AND ($4::text IS NULL OR status = $4)
+  AND ($9::text IS NULL OR document_ref = $9)
   AND (period, variables, value) > ($5, $6, $7)
 ORDER BY period, variables, value
 LIMIT $8
@@ -51,6 +57,13 @@ VOID_NUMBER = f"""
 UPDATE numbers SET status = 'voided', void_reason = $3, voided_at = now()
 WHERE series_id = $1 AND number = $2 AND status = 'issued'
 RETURNING {ENTRY_COLUMNS}
+"""
+# Sets the document reference of one number; the previous one is read from the row as it was.
+ANNOTATE_NUMBER = f"""
+UPDATE numbers AS n SET document_ref = $3
+FROM (SELECT document_ref FROM numbers WHERE series_id = $1 AND number = $2 FOR UPDATE) AS old
+WHERE n.series_id = $1 AND n.number = $2
+RETURNING old.document_ref AS previous, {", ".join("n." + c for c in ENTRY_COLUMNS.split(", "))}
 """
 # One number, by the unique (series_id, number) index.
 SELECT_NUMBER = f"SELECT {ENTRY_COLUMNS} FROM numbers WHERE series_id = $1 AND number = $2"
@@ -108,6 +121,7 @@ async def record_numbers(
             [n for item in issued for n in item.numbers],
             [item.date for item in issued for _ in item.values],
             issued[0].issued_at,
+            [item.document_ref for item in issued for _ in item.values],
         )
     except asyncpg.UniqueViolationError:
         raise NumberCollision(
@@ -148,9 +162,12 @@ async def page(
     status: str | None,
     cursor: str | None,
     limit: int,
+    document_ref: str | None = None,
 ) -> tuple[list[LedgerEntry], str | None]:
     after = decode_cursor(cursor)
-    rows = await conn.fetch(SELECT_PAGE, series.id, period, variables, status, *after, limit + 1)
+    rows = await conn.fetch(
+        SELECT_PAGE, series.id, period, variables, status, *after, limit + 1, document_ref
+    )
     entries = [LedgerEntry(**dict(row)) for row in rows[:limit]]
     more = len(rows) > limit
     return entries, encode_cursor(entries[-1]) if more else None
@@ -166,6 +183,8 @@ CSV_COLUMNS = (
     "issued_at",
     "void_reason",
     "voided_at",
+    "document_ref",
+    "external",
 )
 
 
@@ -201,6 +220,7 @@ async def csv_chunks(
     period: str | None,
     variables: str | None,
     status: str | None,
+    document_ref: str | None = None,
 ) -> AsyncIterator[str]:
     """The ledger as CSV, one chunk per keyset page (API and portal).
 
@@ -213,7 +233,7 @@ async def csv_chunks(
 
     async def rows_after(after: tuple[str, str, int]) -> list[asyncpg.Record]:
         return await pool.fetch(
-            SELECT_PAGE, series.id, period, variables, status, *after, CSV_PAGE_ROWS
+            SELECT_PAGE, series.id, period, variables, status, *after, CSV_PAGE_ROWS, document_ref
         )
 
     def render(rows: list[asyncpg.Record], header: bool) -> str:
@@ -264,6 +284,30 @@ async def void(
             details={"number": number, "reason": reason},
         )
     return LedgerEntry(**dict(row))
+
+
+async def annotate(
+    conn: Connection, series: Series, number: str, document_ref: str, *, actor: str
+) -> LedgerEntry:
+    """Attach ``document_ref`` to a number of the ledger (whatever its status), audited with the
+    reference it replaces; setting the reference it has changes nothing and is not audited."""
+    async with conn.transaction():
+        row = await conn.fetchrow(ANNOTATE_NUMBER, series.id, number, document_ref)
+        if row is None:
+            raise NumberNotFound(f"No number {number!r} in series {series.name!r}.")
+        entry = dict(row)
+        previous = entry.pop("previous")
+        if previous == document_ref:
+            return LedgerEntry(**entry)
+        await audit.record(
+            conn,
+            tenant_id=series.tenant_id,
+            actor=actor,
+            action="number.annotated",
+            series=series.name,
+            details={"number": number, "document_ref": document_ref, "previous": previous},
+        )
+    return LedgerEntry(**entry)
 
 
 async def gaps(conn: Executor, series: Series, counter: CounterKey) -> GapReport:

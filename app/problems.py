@@ -230,6 +230,32 @@ class LedgerDisabled(Conflict):
     )
 
 
+class NumberExists(Conflict):
+    slug, title = "number-exists", "The number is already in the ledger"
+    description = (
+        "A number recorded from elsewhere is already in the ledger, or its counter's value is "
+        "(issued, voided, or recorded before). Nothing was recorded; look the number up."
+    )
+
+
+class NumberHeld(Conflict):
+    slug, title = "number-held", "The series may still hand this value out"
+    description = (
+        "In cached mode, values below the counter's top may be held in a process's block and "
+        "handed out later, so a number with such a value cannot be recorded from elsewhere. "
+        "Numbers above the counter can be."
+    )
+
+
+class CounterNotRaised(Conflict):
+    slug, title = "counter-not-raised", "A counter only moves up"
+    description = (
+        "The value sent is at or below the counter's last value. A counter is never moved down "
+        "(numbers already handed out would be handed out again); read the series' counters and "
+        "send a higher value, or none."
+    )
+
+
 class IdempotencyKeyInFlight(Conflict):
     slug, title = "idempotency-key-in-flight", "A request with this Idempotency-Key is in progress"
     description = (
@@ -305,6 +331,15 @@ class NumberRuleBroken(InvalidRequest):
         "The number rendered for this request would break a rule of its series (`max_length`, "
         "`allowed_characters` or `number_profile`), usually because of a variable's value; "
         "nothing was issued. Send shorter variables, or ones made of allowed characters."
+    )
+
+
+class NumberUnreadable(InvalidRequest):
+    slug, title = "number-unreadable", "Not a number of this series"
+    description = (
+        "The number does not read as one the series renders for the document's date, with "
+        "any format it had, and a value its counter counts. Check the number, the date and "
+        "the series."
     )
 
 

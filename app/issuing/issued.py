@@ -25,6 +25,7 @@ class Issued:
     issued_at: datetime.datetime
     values: list[int]
     numbers: list[str]
+    document_ref: str | None = None  # kept in the ledger with every one of the numbers
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ class Request:
     claim: Claim | None
     # Builds the response body; for an idempotent request the same bytes are stored for replays.
     respond: Respond
+    document_ref: str | None = None
 
     @property
     def period(self) -> str:
@@ -77,4 +79,5 @@ class Request:
             issued_at=datetime.datetime.now(datetime.UTC),
             values=values,
             numbers=numbers,
+            document_ref=self.document_ref,
         )

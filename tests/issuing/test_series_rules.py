@@ -184,6 +184,38 @@ async def test_nothing_is_issued_into_a_closed_period(
     assert opened.status_code == 201 and opened.json()["number"] == "2026-1"
 
 
+async def test_nothing_is_recorded_counted_or_previewed_into_a_closed_period(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    """Numbers recorded from elsewhere, counters set by hand and the preview check the close
+    too (``Series.check_open``)."""
+    await create_series(
+        client, tenant, "s", reset="yearly", format="S-{YYYY}-{seq}", closed_through="2025-12-31"
+    )
+    recorded = await client.post(
+        "/series/s/numbers",
+        json={"number": "S-2025-7", "date": "2025-12-31"},
+        headers=tenant.admin,
+    )
+    assert_problem(recorded, 409, "period-closed")
+    counter = await client.put(
+        "/series/s/counters/2025",
+        json={"last_value": 10, "reason": "go-live"},
+        headers=tenant.admin,
+    )
+    assert_problem(counter, 409, "period-closed")
+    preview = await client.get("/series/s/next-preview?date=2025-06-30", headers=tenant.admin)
+    assert_problem(preview, 409, "period-closed")
+    opened = await client.post(
+        "/series/s/numbers",
+        json={"number": "S-2026-7", "date": "2026-01-02"},
+        headers=tenant.admin,
+    )
+    assert opened.status_code == 201, opened.text
+    # Values 1 to 6 are passed by the recorded number and kept as voided, all in 2026.
+    assert await ledger(client, tenant, "s") == [(v, "2026-01-02") for v in range(1, 8)]
+
+
 async def test_a_closed_period_moves_back_only_with_a_reason_and_both_are_audited(
     client: httpx.AsyncClient, tenant: Tenant
 ) -> None:

@@ -15,6 +15,11 @@ Invariants, and why they hold:
   order they were set. A document dated ``day`` renders with the last-set format whose
   ``effective_from`` is on or before ``day`` (or that has none), so a change dated from a day on
   leaves earlier documents with the format they had.
+- **Nothing is issued into a closed period.** ``check_open`` refuses a document date on or before
+  ``closed_through``; issuing calls it when it resolves a request, and whatever else takes or
+  records a number for a date calls it likewise. Closing is a change of the definition, so a
+  request that read the definition before a close commits takes nothing once it has (the version
+  check above): it reloads, and ``check_open`` refuses it.
 - **The counter of a number** is its period (from the document date and the reset) and the values
   of the variables the number shows, unless the series shares one counter across variable values.
   Each visible counter thus counts ``start, start + step, …`` on its own.
@@ -29,6 +34,8 @@ from pydantic import ConfigDict
 
 from app.formatting import Template, parse_template, two_digit_year_window
 from app.periods import Reset, period_key, today_in
+from app.problems import PeriodClosed
+from app.rules import NumberRules, number_rules
 from app.schemas import (
     MAX_BIGINT,
     CounterValue,
@@ -60,9 +67,10 @@ class Format:
         effective_from: datetime.date | None,
         set_at: datetime.datetime,
         reset: Reset,
+        fiscal_year_start: int,
     ) -> "Format":
         template = parse_template(source)
-        window = two_digit_year_window(template, reset)
+        window = two_digit_year_window(template, reset, fiscal_year_start)
         return cls(source, effective_from, set_at, template, window)
 
 
@@ -118,6 +126,36 @@ class Series(SeriesFields):
     def current_period(self, now: datetime.datetime) -> str:
         """The period a request without a date issues in at the instant ``now``."""
         return period_key(self.reset, self.today(now), self.fiscal_year_start)
+
+    def check_open(self, day: datetime.date) -> None:
+        """Refuse a document date in the series' closed period (PeriodClosed, a 409)."""
+        if self.closed_through is not None and day <= self.closed_through:
+            raise PeriodClosed(
+                f"Series {self.name!r} is closed through {self.closed_through}: nothing is "
+                f"issued for a document dated {day}. Send a date after {self.closed_through}."
+            )
+
+    @property
+    def rules(self) -> NumberRules:
+        return number_rules(self.number_profile, self.max_length, self.allowed_characters)
+
+    def remaining(self, last_value: int) -> int:
+        """How many values a counter whose last value is ``last_value`` has left."""
+        return max(0, (self.highest_value - last_value) // self.step)
+
+    def running_low(self, last_value: int | None) -> bool:
+        """Whether a counter has fewer values left than ``warn_remaining``."""
+        if self.warn_remaining is None or last_value is None:
+            return False
+        return self.remaining(last_value) < self.warn_remaining
+
+    @property
+    def low_water_value(self) -> int | None:
+        """The value whose taking leaves a counter with fewer than ``warn_remaining`` values:
+        exactly one request per counter takes it (values are never handed out twice)."""
+        if self.warn_remaining is None:
+            return None
+        return max(self.start, self.highest_value - (self.warn_remaining - 1) * self.step)
 
     @property
     def highest_value(self) -> int:

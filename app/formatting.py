@@ -15,6 +15,10 @@ Template language:
     {MM} {DD}   month and day of the document date, 2 digits
     {Q}         calendar quarter of the document date, 1 to 4
     {FY}        fiscal year of the document date, labelled by its starting year
+    {FY:YYYY-YY} the fiscal year as its starting year and the last two digits of
+                the next: "2025-26"
+    {FY:YY-YY}  the same with two digits each: "25-26"; like {YY}, it names the
+                fiscal year only within one century (two_digit_year_window())
     {series}    the series name
     {var:NAME}  a variable supplied by the client when the number is issued
 
@@ -57,8 +61,26 @@ _DATE_FORMATS: dict[str, Callable[[datetime.date, int], str]] = {
     "DD": lambda day, start: f"{day.day:02d}",
     "Q": lambda day, start: str((day.month - 1) // 3 + 1),
     "FY": lambda day, start: f"{fiscal_year(day, start):04d}",
+    "FY:YYYY-YY": lambda day, start: _fiscal_label(fiscal_year(day, start), 4),
+    "FY:YY-YY": lambda day, start: _fiscal_label(fiscal_year(day, start), 2),
 }
-_DATE_WIDTHS = {"YYYY": 4, "YY": 2, "MM": 2, "DD": 2, "Q": 1, "FY": 4}
+# What each date token renders, character by character: "0" for any digit, anything else
+# for itself. The collision search reads these shapes, so a label's "-" is as literal to it as
+# a "-" in the template's text.
+DATE_SHAPES = {
+    "YYYY": "0000",
+    "YY": "00",
+    "MM": "00",
+    "DD": "00",
+    "Q": "0",
+    "FY": "0000",
+    "FY:YYYY-YY": "0000-00",
+    "FY:YY-YY": "00-00",
+}
+# The tokens that name the fiscal year, with the full year or with two digits of it.
+FISCAL_YEAR_TOKENS = frozenset({"FY", "FY:YYYY-YY", "FY:YY-YY"})
+FULL_YEAR_TOKENS = frozenset({"YYYY", "FY", "FY:YYYY-YY"})
+TWO_DIGIT_YEAR_TOKENS = frozenset({"YY", "FY:YY-YY"})
 
 DATE_TOKENS: tuple[str, ...] = tuple(_DATE_FORMATS)
 
@@ -87,7 +109,10 @@ _DIGITS = frozenset("0123456789")
 # What a variable, a series name or a date can render: text outside it bounds them.
 _SOFT = frozenset(string.ascii_letters + string.digits + "_.-")
 
-_KNOWN_TOKENS = "{seq}, {seq:0N}, {YYYY}, {YY}, {MM}, {DD}, {Q}, {FY}, {series} or {var:NAME}"
+_KNOWN_TOKENS = (
+    "{seq}, {seq:0N}, {YYYY}, {YY}, {MM}, {DD}, {Q}, {FY}, {FY:YYYY-YY}, {FY:YY-YY}, "
+    "{series} or {var:NAME}"
+)
 
 
 class TemplateError(ValueError):
@@ -262,7 +287,7 @@ class Template:
         groups = found.groupdict()
         return Parsed(
             value=int(groups["seq"]),
-            dates={name: groups[f"d_{name}"] for name in self.uses()},
+            dates={name: groups[_date_group(name)] for name in self.uses()},
             variables={name: groups[f"v_{name}"] for name in self.variables},
         )
 
@@ -300,16 +325,22 @@ def _reader(template: Template, series: str) -> re.Pattern[str]:
             pad = part.pad or 1
             pieces.append(f"(?P<seq>[0-9]{{{pad}}}|[1-9][0-9]{{{pad},}})")
         else:
-            group = f"d_{part.name}" if isinstance(part, DatePart) else f"v_{part.name}"
+            group = _date_group(part.name) if isinstance(part, DatePart) else f"v_{part.name}"
             if group in seen:
                 pieces.append(f"(?P={group})")
                 continue
             seen.add(group)
             if isinstance(part, DatePart):
-                pieces.append(f"(?P<{group}>[0-9]{{{_DATE_WIDTHS[part.name]}}})")
+                shape = re.escape(DATE_SHAPES[part.name]).replace("0", "[0-9]")
+                pieces.append(f"(?P<{group}>{shape})")
             else:
                 pieces.append(f"(?P<{group}>[A-Za-z0-9_-]{{1,32}})")
     return re.compile("".join(pieces))
+
+
+def _date_group(name: str) -> str:
+    """The regular expression group of a date token: its name, made an identifier."""
+    return "d_" + name.replace(":", "_").replace("-", "_")
 
 
 def parse_template(source: str) -> Template:
@@ -421,16 +452,17 @@ def check_template(
 
     used = template.uses()
     has_year = bool(used & {"YYYY", "YY"})
-    if reset == "yearly" and fiscal_year_start != 1 and "FY" not in used:
+    has_fiscal_year = bool(used & FISCAL_YEAR_TOKENS)
+    if reset == "yearly" and fiscal_year_start != 1 and not has_fiscal_year:
         raise TemplateError(
             f"a yearly reset with a fiscal year starting in month {fiscal_year_start} "
-            f"needs {{FY}} in the template, "
+            f"needs {{FY}} (or {{FY:YYYY-YY}} or {{FY:YY-YY}}) in the template, "
             f"or numbers from different fiscal years could repeat"
         )
-    if reset == "yearly" and not (has_year or "FY" in used):
+    if reset == "yearly" and not (has_year or has_fiscal_year):
         raise TemplateError(
-            "a yearly reset needs {YYYY}, {YY} or {FY} in the template, "
-            "or numbers from different years could repeat"
+            "a yearly reset needs {YYYY}, {YY} or {FY} (or {FY:YYYY-YY} or {FY:YY-YY}) in the "
+            "template, or numbers from different years could repeat"
         )
     if reset == "monthly" and not (has_year and "MM" in used):
         raise TemplateError(
@@ -460,21 +492,28 @@ def check_template(
 
 
 def two_digit_year_window(
-    template: Template, reset: str
+    template: Template, reset: str, fiscal_year_start: int = 1
 ) -> tuple[datetime.date, datetime.date] | None:
-    """The document dates a template with {YY} as its only year can number, or None.
+    """The document dates a template whose only years have two digits can number, or None.
 
-    When {YY} is the only year-bearing token (no {YYYY}, no {FY}) and the counter
-    resets, the period is told apart by the two-digit year, which repeats every
-    hundred years: 1926 and 2026 would render the same numbers for two periods.
-    Within 2000-01-01 .. 2099-12-31 the two digits name the year, so check_template()'s
-    period guarantee holds there. None means no restriction: the template carries
-    a full year, or no year at all, or the counter never resets.
+    When {YY} or {FY:YY-YY} are the only year-bearing tokens (no {YYYY}, {FY} or
+    {FY:YYYY-YY}) and the counter resets, the period is told apart by two-digit
+    years, which repeat every hundred years: 1926 and 2026 would render the same
+    numbers for two periods. Within 2000-01-01 .. 2099-12-31 the two digits of
+    {YY} name the year, so check_template()'s period guarantee holds there. A
+    fiscal year that does not start in January spans two calendar years, so with
+    {FY:YY-YY} the window starts with the first fiscal year labelled in the
+    century: 2000-01-01 is in fiscal year 1999, "99-00" like fiscal year 2099.
+    None means no restriction: the template carries a full year, or no year at
+    all, or the counter never resets.
     """
     used = template.uses()
-    if reset == "never" or "YY" not in used or used & {"YYYY", "FY"}:
+    if reset == "never" or not used & TWO_DIGIT_YEAR_TOKENS or used & FULL_YEAR_TOKENS:
         return None
-    return _TWO_DIGIT_CENTURY
+    first, last = _TWO_DIGIT_CENTURY
+    if "FY:YY-YY" in used:
+        first = datetime.date(first.year, fiscal_year_start, 1)
+    return first, last
 
 
 def _check_separated(template: Template) -> None:
@@ -565,6 +604,8 @@ class _Alphabet:
             for part in template.parts:
                 if isinstance(part, str):
                     literal.update(part)
+                elif isinstance(part, DatePart):
+                    literal.update(set(DATE_SHAPES[part.name]) - {"0"})
         stand_in = next((c for c in _STAND_INS if c not in literal), "")
         ordered: list[str] = [stand_in, *"1234567890", *sorted(literal - _DIGITS)]
         self.chars: list[str] = [c for c in ordered if c]
@@ -589,7 +630,8 @@ class _Automaton:
     the template renders: literal text, the series name and {seq} exactly
     (value bounds aside: "0" or a non-zero digit and more digits; {seq:0N}
     exactly N digits, or more with a non-zero first one), a date token any
-    digits of its width, a variable any non-empty run of variable characters.
+    digits in the places of its shape (DATE_SHAPES), a variable any non-empty
+    run of variable characters.
     """
 
     def __init__(
@@ -603,9 +645,10 @@ class _Automaton:
                 for at, char in enumerate(text):
                     frontier = [self._read(frontier, alphabet.bits[char], index, at == 0, None)]
             elif isinstance(part, DatePart):
-                for at in range(_DATE_WIDTHS[part.name]):
+                for at, shape in enumerate(DATE_SHAPES[part.name]):
                     key = ("date", part.name, at == 0)
-                    frontier = [self._read(frontier, alphabet.digits, index, at == 0, key)]
+                    chars = alphabet.digits if shape == "0" else alphabet.bits[shape]
+                    frontier = [self._read(frontier, chars, index, at == 0, key)]
             elif isinstance(part, Variable):
                 first = ("var", part.name, True) if variables_in_key else None
                 rest = ("var", part.name, False) if variables_in_key else None
@@ -807,12 +850,18 @@ def _longest_rendering(template: Template, *, series: str, max_value: int | None
         elif isinstance(part, Seq):
             length += max(part.pad or 0, counter_digits)
         elif isinstance(part, DatePart):
-            length += _DATE_WIDTHS[part.name]
+            length += len(DATE_SHAPES[part.name])
         elif isinstance(part, SeriesName):
             length += len(series)
         else:
             length += 1
     return length
+
+
+def _fiscal_label(year: int, digits: int) -> str:
+    """A fiscal year as its starting year and the next year's last two digits: 2025-26."""
+    first = f"{year:04d}" if digits == 4 else f"{year % 100:02d}"
+    return f"{first}-{(year + 1) % 100:02d}"
 
 
 def _escape(text: str) -> str:

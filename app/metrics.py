@@ -52,6 +52,12 @@ ISSUED = Counter(
     "Numbers issued (idempotent replays excluded), by tenant id, series and mode.",
     ["tenant", "series", "mode"],
 )
+RUNNING_LOW = Counter(
+    "docnum_counters_running_low",
+    "Counters that came to have fewer values left than their series' warn_remaining, by tenant "
+    "id and series.",
+    ["tenant", "series"],
+)
 BLOCK_REFILLS = Counter(
     "docnum_block_refills",
     "Blocks of values reserved from the database by cached series, by tenant id and series.",
@@ -89,6 +95,10 @@ def count_issued(series: "Series", count: int) -> None:
 
 def count_block_refill(series: "Series") -> None:
     BLOCK_REFILLS.labels(str(series.tenant_id), series.name).inc()
+
+
+def count_running_low(series: "Series") -> None:
+    RUNNING_LOW.labels(str(series.tenant_id), series.name).inc()
 
 
 class PoolCollector(Collector):

@@ -10,6 +10,7 @@ other exception, into HTTP answers is ``app.http_errors``' job, at the edge besi
 a test imports this module alone and checks that no web framework was loaded with it.
 """
 
+import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -184,6 +185,28 @@ class NumberCollision(Conflict):
     )
 
 
+class DateOrder(Conflict):
+    slug, title = "date-order", "Earlier than the counter's last date"
+    description = (
+        "The series keeps document dates in order (`date_order: strict`): a number is never "
+        "dated before the last number of its counter, and the detail names that date. Nothing "
+        "was issued. Send a date on or after it, or number the document in another series."
+    )
+
+    def __init__(self, detail: str, *, last_date: datetime.date) -> None:
+        super().__init__(detail)
+        self.last_date = last_date
+
+
+class PeriodClosed(Conflict):
+    slug, title = "period-closed", "The period is closed"
+    description = (
+        "The series is closed through a date (`closed_through`) and the document's date is on "
+        "or before it: nothing is issued into a closed period. Send a later date, or have an "
+        "administrator reopen the period with a reason."
+    )
+
+
 class AlreadyVoided(Conflict):
     slug, title = "already-voided", "Number is already voided"
     description = (
@@ -308,6 +331,15 @@ class InvalidRequest(Problem):
     description = (
         "A field, parameter or header is invalid; `errors` names each one with the "
         "reason. Fix them before sending the request again."
+    )
+
+
+class NumberRuleBroken(InvalidRequest):
+    slug, title = "number-rule", "The number breaks the series' number rules"
+    description = (
+        "The number rendered for this request would break a rule of its series (`max_length`, "
+        "`allowed_characters` or `number_profile`), usually because of a variable's value; "
+        "nothing was issued. Send shorter variables, or ones made of allowed characters."
     )
 
 

@@ -7,7 +7,7 @@ body included, so the document's schemas are read in one place (a test checks it
 
 import datetime
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -21,8 +21,9 @@ from pydantic import (
 )
 
 from app.auth import Scope
-from app.formatting import TemplateError, parse_template
+from app.formatting import MAX_NUMBER_LENGTH, TemplateError, parse_template
 from app.periods import Reset, is_valid_timezone
+from app.rules import PROFILE_NAMES, parse_character_set
 
 MAX_BIGINT = 2**63 - 1
 SERIES_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -96,6 +97,24 @@ Timezone = Annotated[str, Field(max_length=64), AfterValidator(_check_timezone)]
 FiscalYearStart = Annotated[int, Field(ge=1, le=12)]
 BlockSize = Annotated[int, Field(ge=1, le=100_000)]
 Description = Annotated[str, Field(max_length=1000, pattern=TEXT_PATTERN)]
+DateOrder = Literal["off", "strict"]
+# Named rules for the numbers of one country's tax documents (app.rules says where each is from).
+NumberProfile = Literal["in-gst", "it-sdi", "fr-einvoice", "es-aeat", "pt-saft"]
+assert get_args(NumberProfile) == PROFILE_NAMES
+MaxLength = Annotated[int, Field(ge=1, le=MAX_NUMBER_LENGTH)]
+
+
+def _check_character_set(value: str) -> str:
+    parse_character_set(value)
+    return value
+
+
+AllowedCharacters = Annotated[
+    str,
+    Field(min_length=1, max_length=200, pattern=LINE_PATTERN, examples=["A-Za-z0-9/-"]),
+    AfterValidator(_check_character_set),
+]
+WarnRemaining = Annotated[int, Field(ge=1, le=MAX_BIGINT)]
 # The document that carries a number (an invoice id, an order reference); bounded like the
 # ledger's column (migrations/0004_ledger_references.sql).
 DocumentRef = Annotated[
@@ -138,6 +157,35 @@ class SeriesFields(StrictModel):
         "on its own (PO-BR07-0001, PO-BR08-0001, PO-BR07-0002), so every sequence a reader "
         "sees is gapless. true: one counter per period for all variable values, where the "
         "business wants numbers to run across them (PO-BR07-0001, PO-BR08-0002).",
+    )
+    date_order: DateOrder = Field(
+        default="off",
+        description="strict: a number's document date is never earlier than the last one its "
+        "counter issued; an earlier date is refused (409 date-order). Gapless series only.",
+    )
+    closed_through: datetime.date | None = Field(
+        default=None,
+        description="Nothing is issued for document dates up to and including this day (409 "
+        "period-closed). Moves forward only; moving it back needs reopen_reason.",
+    )
+    number_profile: NumberProfile | None = Field(
+        default=None,
+        description="A country's rules for invoice numbers: in-gst (India, 16 characters of "
+        "A-Za-z0-9/-), it-sdi (Italy, 20), fr-einvoice (France, 35), es-aeat (Spain, 60), "
+        "pt-saft (Portugal, 60, 'TYPE SERIES/NUMBER').",
+    )
+    max_length: MaxLength | None = Field(
+        default=None, description="The longest number the series may render (at most 64)."
+    )
+    allowed_characters: AllowedCharacters | None = Field(
+        default=None,
+        description="The only characters numbers may hold: single characters and ranges such "
+        "as A-Z; a '-' first or last stands for itself.",
+    )
+    warn_remaining: WarnRemaining | None = Field(
+        default=None,
+        description="Warn (metric, audit entry, portal badge) when fewer values than this are "
+        "left in a counter below max_value.",
     )
 
 
@@ -189,13 +237,25 @@ class SeriesUpdate(StrictModel):
     ledger: bool | None = None
     description: Description | None = None
     shared_counter: bool | None = None
+    date_order: DateOrder | None = None
+    closed_through: datetime.date | None = None
+    reopen_reason: Reason | None = Field(
+        default=None,
+        description="With closed_through moved back (or null): why closed days open again; "
+        "recorded in the audit trail.",
+    )
+    number_profile: NumberProfile | None = None
+    max_length: MaxLength | None = None
+    allowed_characters: AllowedCharacters | None = None
+    warn_remaining: WarnRemaining | None = None
 
     @field_validator("*")
     @classmethod
     def _null_only_where_meaningful(cls, value: object, info: ValidationInfo) -> object:
-        """null clears max_value and puts ledger back to its mode's default; any other field can
-        only be left out, since a series cannot be without it."""
-        if value is None and info.field_name not in ("max_value", "ledger"):
+        """null clears a limit (max_value, closed_through, a number rule, warn_remaining) and
+        puts ledger back to its mode's default; any other field can only be left out, since a
+        series cannot be without it."""
+        if value is None and info.field_name not in NULLABLE_FIELDS:
             raise ValueError("cannot be null; leave the field out to keep its value")
         return value
 
@@ -203,7 +263,26 @@ class SeriesUpdate(StrictModel):
     def _effective_from_dates_a_format(self) -> "SeriesUpdate":
         if "effective_from" in self.model_fields_set and "format" not in self.model_fields_set:
             raise ValueError("effective_from dates a new format; send format with it")
+        if (
+            "reopen_reason" in self.model_fields_set
+            and "closed_through" not in self.model_fields_set
+        ):
+            raise ValueError("reopen_reason explains moving closed_through back; send it with it")
         return self
+
+
+# The fields a change may set to null.
+NULLABLE_FIELDS = frozenset(
+    {
+        "max_value",
+        "ledger",
+        "closed_through",
+        "number_profile",
+        "max_length",
+        "allowed_characters",
+        "warn_remaining",
+    }
+)
 
 
 class CounterValue(BaseModel):
@@ -240,6 +319,12 @@ SERIES_EXAMPLE: dict[str, Any] = {
     "created_at": "2026-01-05T09:00:00Z",
     "updated_at": "2026-01-05T09:00:00Z",
     "shared_counter": False,
+    "date_order": "strict",
+    "closed_through": "2025-12-31",
+    "number_profile": "fr-einvoice",
+    "max_length": None,
+    "allowed_characters": None,
+    "warn_remaining": 1000,
     "formats": [
         {"format": "INV-{YYYY}-{seq:06}", "effective_from": None, "set_at": "2026-01-05T09:00:00Z"}
     ],
@@ -263,6 +348,12 @@ class SeriesOut(BaseModel):
     ledger: bool
     description: str
     shared_counter: bool
+    date_order: DateOrder
+    closed_through: datetime.date | None
+    number_profile: NumberProfile | None
+    max_length: int | None
+    allowed_characters: str | None
+    warn_remaining: int | None
     archived: bool
     created_at: datetime.datetime
     updated_at: datetime.datetime
@@ -732,6 +823,9 @@ class KeyCreate(StrictModel):
 Action = Literal[
     "series.created",
     "series.changed",
+    "series.closed",
+    "series.reopened",
+    "counter.running_low",
     "series.archived",
     "series.restored",
     "number.voided",

@@ -13,10 +13,20 @@ Invariants, and why they hold:
   every statement that creates or advances a counter holds the row ``FOR KEY SHARE`` and checks the
   definition's version (``app.definition``), so a counter cannot appear between the check and the
   change, nor be advanced afterwards by a request that read the old definition.
+- **Rules change at any time.** date_order, closed_through, the number rules and warn_remaining
+  bound what is issued next, never what was, so they are not structural. A gapless counter keeps
+  its last date whatever date_order says, so a series made strict later orders from the dates it
+  already issued.
 - **A conditional change applies only to the version it was made from.** The series' ``ETag`` is
   its version (``"v7"``). ``update`` compares an ``If-Match`` with the version read under the row's
   ``FOR UPDATE`` lock, so no other change can commit between the comparison and the write: two
   administrators sending the same ETag get one change and one 412, never a silent overwrite.
+- **A closed period only reopens with a reason.** ``closed_through`` moves forward with any
+  change; moving it back (or clearing it) needs ``reopen_reason``, and the audit entry of the
+  change says ``series.closed`` or ``series.reopened`` (with the reason), under the same lock.
+- **Date order needs a gapless series.** Only gapless issuing advances the counter row, in the
+  statement that checks the last date; the other modes hand out values without it, so
+  ``date_order: strict`` is refused for them (and they cannot become one while it is on).
 - **Archiving and restoring** each bump the version, are audited and notify every process in the
   transaction that makes them, like any change.
 """
@@ -42,6 +52,7 @@ from app.problems import (
     field_error,
     invalid_fields,
 )
+from app.rules import number_rules
 from app.schemas import SERIES_NAME_PATTERN, CounterValue, SeriesCreate, SeriesFields, SeriesUpdate
 
 # Fields whose change after the first number would make issued numbers ambiguous or repeatable.
@@ -135,7 +146,9 @@ def check_if_match(series: Series, if_match: str | None) -> None:
 
 def from_row(row: asyncpg.Record) -> Series:
     history = zip(row["formats"], row["effective_froms"], row["set_ats"], strict=True)
-    formats = tuple(Format.of(f, since, at, row["reset"]) for f, since, at in history)
+    formats = tuple(
+        Format.of(f, since, at, row["reset"], row["fiscal_year_start"]) for f, since, at in history
+    )
     return Series.model_construct(
         **{column: row[column] for column in _ROW_COLUMNS},
         archived_at=row["archived_at"],
@@ -154,9 +167,16 @@ def checked_fields(fields: SeriesFields, name: str) -> SeriesFields:
         raise field_error("max_value", "must be at least start")
     if fields.mode == "gapless" and fields.ledger is False:
         raise field_error("ledger", "a gapless series always keeps its ledger")
+    if fields.date_order == "strict" and fields.mode != "gapless":
+        raise field_error(
+            "date_order",
+            f"strict needs a gapless series: {fields.mode} mode hands out values without "
+            "holding the counter, so the order of their dates could not be kept",
+        )
+    template = parse_template(fields.format)
     try:
         check_template(
-            parse_template(fields.format),
+            template,
             reset=fields.reset,
             fiscal_year_start=fields.fiscal_year_start,
             series=name,
@@ -165,6 +185,15 @@ def checked_fields(fields: SeriesFields, name: str) -> SeriesFields:
         )
     except TemplateError as error:
         raise field_error("format", str(error)) from None
+    rules = number_rules(fields.number_profile, fields.max_length, fields.allowed_characters)
+    broken = rules.check_template(
+        template,
+        series=name,
+        max_value=fields.max_value,
+        fiscal_year_start=fields.fiscal_year_start,
+    )
+    if broken is not None:
+        raise field_error("format", broken)
     ledger = fields.mode == "gapless" if fields.ledger is None else fields.ledger
     return fields.model_copy(update={"ledger": ledger})
 
@@ -257,6 +286,7 @@ async def update(
 ) -> Series:
     changes = patch.model_dump(exclude_unset=True)
     effective_from: datetime.date | None = changes.pop("effective_from", None)
+    reopen_reason: str | None = changes.pop("reopen_reason", None)
     if changes.get("mode") == "gapless" and changes.get("ledger") is None:
         changes["ledger"] = True  # becoming gapless turns the ledger on, as creating one does
     async with conn.transaction():
@@ -283,6 +313,7 @@ async def update(
             highest = await conn.fetchval(HIGHEST_VALUE, current.id, current.mode)
             if highest is not None and new.max_value < highest:
                 raise field_error("max_value", f"{highest} was already issued or reserved")
+        action = _closing_action(current, new, reopen_reason)
         if not changed and not new_format:
             return current
         await conn.execute(UPDATE_SERIES, current.id, *(getattr(new, n) for n in FIELD_NAMES))
@@ -294,16 +325,36 @@ async def update(
         details: dict[str, Any] = {k: {"old": old[k], "new": v} for k, v in changed.items()}
         if effective_from is not None:
             details["effective_from"] = effective_from.isoformat()
+        if action == "series.reopened":
+            details["reopen_reason"] = reopen_reason
         await audit.record(
-            conn,
-            tenant_id=tenant_id,
-            actor=actor,
-            action="series.changed",
-            series=name,
-            details=details,
+            conn, tenant_id=tenant_id, actor=actor, action=action, series=name, details=details
         )
         await conn.execute(NOTIFY_CHANGE, SERIES_CHANNEL, f"{tenant_id}:{name}")
     return changed_series
+
+
+def _closing_action(current: Series, new: SeriesFields, reopen_reason: str | None) -> str:
+    """The audit action of a change: closing or reopening when it moves closed_through.
+
+    Moving it back (or clearing it) opens days that were closed, so it needs a reason.
+    """
+    old_close, new_close = current.closed_through, new.closed_through
+    if old_close == new_close:
+        if reopen_reason is not None:
+            raise field_error("reopen_reason", "closed_through does not move back")
+        return "series.changed"
+    if old_close is not None and (new_close is None or new_close < old_close):
+        if reopen_reason is None:
+            raise field_error(
+                "closed_through",
+                f"the series is closed through {old_close}; moving back reopens closed days, "
+                "so send reopen_reason with it",
+            )
+        return "series.reopened"
+    if reopen_reason is not None:
+        raise field_error("reopen_reason", "closed_through does not move back")
+    return "series.closed"
 
 
 async def archive(conn: Connection, tenant_id: int, name: str, *, actor: str) -> None:

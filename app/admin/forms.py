@@ -1,8 +1,9 @@
 """Portal forms, checked by the JSON API's own models, with errors keyed by field.
 
 A text field left empty is the empty text; any other field left empty means "the default" (or
-"no limit" for max_value). So the same model validates what a browser sends and what an API
-client sends, and says the same thing about it.
+"none" for the limits: max_value, closed_through, the number rules and warn_remaining). So the
+same model validates what a browser sends and what an API client sends, and says the same thing
+about it.
 """
 
 from collections.abc import Mapping
@@ -18,7 +19,16 @@ Model = TypeVar("Model", bound=BaseModel)
 FieldErrors = dict[str, str]
 
 TEXT = frozenset({"name", "format", "description", "reason"})
-NULLABLE = frozenset({"max_value"})
+NULLABLE = frozenset(
+    {
+        "max_value",
+        "closed_through",
+        "number_profile",
+        "max_length",
+        "allowed_characters",
+        "warn_remaining",
+    }
+)
 
 
 class FormInvalid(Exception):

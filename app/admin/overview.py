@@ -3,7 +3,8 @@ numbers it issued today.
 
 Where the current period stands is its counter's last value when the period has one counter
 without variables; a period with counters per variable values has no single last value, so it
-shows how many counters it has.
+shows how many counters it has. A badge says when a counter of the current period has fewer values
+left than the series' ``warn_remaining``.
 
 "Issued today" is read from the ledger (series without one show none): among the most recent
 ``RECENT_LIMIT`` numbers of the current period, those issued since midnight in the series' time
@@ -44,6 +45,8 @@ class SeriesSummary:
     # How many counters the current period has, when it keeps them per variable values.
     counters: int | None
     issued_today: int | None
+    # Whether a counter of the current period has fewer values left than warn_remaining.
+    running_low: bool
 
     @property
     def issued_today_at_least(self) -> bool:
@@ -84,7 +87,8 @@ async def summaries(
 def _summary(
     series: Series, period: str, counters: list[CounterValue], issued_today: int | None
 ) -> SeriesSummary:
+    low = any(series.running_low(c.last_value) for c in counters)
     if len(counters) > 1 or any(c.variables for c in counters):
-        return SeriesSummary(series, period, None, len(counters), issued_today)
+        return SeriesSummary(series, period, None, len(counters), issued_today, low)
     last_value = counters[0].last_value if counters else None
-    return SeriesSummary(series, period, last_value, None, issued_today)
+    return SeriesSummary(series, period, last_value, None, issued_today, low)

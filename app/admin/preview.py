@@ -81,11 +81,14 @@ def _draft(
     """The series as saving the form would leave it. A series not created yet has only what
     ``format_for`` and ``counter`` read: its fields and its one format."""
     if existing is None:
-        first = Format.of(fields.format, None, now, fields.reset)
+        first = Format.of(fields.format, None, now, fields.reset, fields.fiscal_year_start)
         return Series.model_construct(**fields.model_dump(), name=name, formats=(first,))
     formats = existing.formats
     if fields.format != existing.format:
-        formats = (*formats, Format.of(fields.format, effective_from, now, fields.reset))
+        formats = (
+            *formats,
+            Format.of(fields.format, effective_from, now, fields.reset, fields.fiscal_year_start),
+        )
     return existing.model_copy(update={**fields.model_dump(), "formats": formats})
 
 

@@ -16,6 +16,7 @@ from app.admin.web import PortalRoute, redirect, render
 from app.definition import Series
 from app.deps import ServicesDep
 from app.problems import FormatConflict, Problem, SeriesExists
+from app.rules import PROFILES
 from app.schemas import SeriesCreate, SeriesUpdate
 from app.series import STRUCTURAL_FIELDS
 
@@ -37,13 +38,23 @@ EDIT_FIELDS = (
     "ledger",
     "description",
     "shared_counter",
+    "date_order",
+    "closed_through",
+    "number_profile",
+    "max_length",
+    "allowed_characters",
+    "warn_remaining",
 )
 CREATE_FIELDS = ("name", *EDIT_FIELDS)
-# With a new format: the first document date it applies to.
-UPDATE_FIELDS = (*EDIT_FIELDS, "effective_from")
+# With a new format: the first document date it applies to; with closed_through moved back: why.
+UPDATE_FIELDS = (*EDIT_FIELDS, "effective_from", "reopen_reason")
 # Refusals shown beside a field rather than over the whole form.
 CREATE_CONFLICTS: dict[type[Problem], str] = {SeriesExists: "name"}
 EDIT_CONFLICTS: dict[type[Problem], str] = {FormatConflict: "format"}
+# The number_profile options, after "none".
+PROFILE_CHOICES = [
+    (name, f"{name}: at most {profile.max_length} characters") for name, profile in PROFILES.items()
+]
 CREATE_DEFAULTS: dict[str, Any] = {
     name: field.default
     for name, field in SeriesCreate.model_fields.items()
@@ -196,4 +207,5 @@ def _form(
         errors=errors,
         locked=locked,
         action=series_path(editing.name) + "/edit" if editing else NEW_SERIES_PATH,
+        profiles=PROFILE_CHOICES,
     )

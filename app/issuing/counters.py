@@ -18,8 +18,15 @@ limit.
 
 The same statement returns the counter's chain head (see ``app.chain``), read under the lock it
 takes, so gapless issuing appends its events without another round trip.
+
+The counter row of a gapless series also keeps the latest document date it issued a number for,
+set by the same statement that advances it. A series with ``date_order: strict`` passes the
+earliest date of the values it takes, and the statement takes nothing when the counter's last
+date is later: the check and the advance are one statement under the row's lock, so two
+processes cannot both pass it with dates out of order, and it costs no round trip.
 """
 
+import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -27,7 +34,7 @@ from typing import NamedTuple
 from app.chain import Head, head_of
 from app.database import Connection
 from app.definition import CounterKey, Series, StaleDefinition
-from app.problems import SeriesExhausted, TooManyCounters
+from app.problems import DateOrder, SeriesExhausted, TooManyCounters
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,24 +58,31 @@ CASE WHEN definition.counter_count < {limit} THEN true
 END"""
 
 # Yields no row when the definition is stale ($8 is not the series' version), when fewer than
-# $5 values are left below $7, or when the counter is new and the series has $9 counters already;
-# REFUSAL tells these apart, on that rare path only.
+# $5 values are left below $7, when the counter is new and the series has $9 counters already, or
+# when the counter's last date is after $10 (the earliest date of the values taken, NULL when the
+# series does not keep dates in order); REFUSAL tells these apart, on that rare path only. $11 is
+# the latest date of the values taken (NULL when not known, for cached blocks): the counter keeps
+# the latest one, so the check and the advance are one statement under the counter row's lock.
 ADVANCE_COUNTER = f"""
 WITH definition AS (SELECT version, counter_count FROM series WHERE id = $1 FOR KEY SHARE)
-INSERT INTO counters AS c (series_id, period, variables, last_value)
-SELECT $1, $2, $3, $4::bigint + ($5::bigint - 1) * $6::bigint
+INSERT INTO counters AS c (series_id, period, variables, last_value, last_date)
+SELECT $1, $2, $3, $4::bigint + ($5::bigint - 1) * $6::bigint, $11::date
 FROM definition
 WHERE definition.version = $8 AND $4::numeric + ($5::numeric - 1) * $6 <= $7
     AND {ROOM_FOR_COUNTER.format(limit="$9::bigint")}
 ON CONFLICT (series_id, period, variables) DO UPDATE
-    SET last_value = c.last_value + $5::bigint * $6::bigint
+    SET last_value = c.last_value + $5::bigint * $6::bigint,
+        last_date = greatest(c.last_date, $11::date)
     WHERE c.last_value::numeric + $5::numeric * $6 <= $7
+        AND coalesce(c.last_date <= $10::date, true)
 RETURNING last_value, id, chain_seq, chain_head
 """
-# Why a statement that creates a counter took nothing: the series' version now, and whether the
-# counter is missing while the series has $4 counters or more.
+# Why a statement that creates a counter took nothing: the series' version now, whether the
+# counter is missing while the series has $4 counters or more, and the counter's last date.
 REFUSAL = f"""
-SELECT version, NOT ({ROOM_FOR_COUNTER.format(limit="$4::bigint")}) AS full
+SELECT version, NOT ({ROOM_FOR_COUNTER.format(limit="$4::bigint")}) AS full,
+    (SELECT last_date FROM counters WHERE series_id = $1 AND period = $2 AND variables = $3)
+        AS last_date
 FROM series AS definition WHERE id = $1
 """
 
@@ -87,14 +101,29 @@ class Advanced(NamedTuple):
     head: Head
 
 
+@dataclass(frozen=True, slots=True)
+class Dates:
+    """The document dates of the values one statement takes: the earliest is checked against the
+    counter's last date (when the series keeps dates in order), the latest becomes it."""
+
+    earliest: datetime.date | None
+    latest: datetime.date
+
+
 async def advance(
-    conn: Connection, series: Series, key: CounterKey, count: int, max_counters: int
+    conn: Connection,
+    series: Series,
+    key: CounterKey,
+    count: int,
+    max_counters: int,
+    dates: Dates | None = None,
 ) -> Advanced | None:
     """Reserve ``count`` values; return the last of them, or None if the series is exhausted.
 
     The values reserved are ``last - (count - 1) * step`` up to ``last``, every ``step``. Raises
-    StaleDefinition, having taken nothing, when the series changed since ``series`` was read, and
-    TooManyCounters when the counter is new and the series has ``max_counters`` already.
+    StaleDefinition, having taken nothing, when the series changed since ``series`` was read,
+    TooManyCounters when the counter is new and the series has ``max_counters`` already, and
+    DateOrder when ``dates.earliest`` is before the counter's last date.
     """
     row = await conn.fetchrow(
         ADVANCE_COUNTER,
@@ -107,18 +136,24 @@ async def advance(
         series.highest_value,
         series.version,
         max_counters,
+        None if dates is None else dates.earliest,
+        None if dates is None else dates.latest,
     )
     if row is None:
-        await check_refusal(conn, series, key, max_counters)
+        await check_refusal(conn, series, key, max_counters, dates)
         return None
     return Advanced(row["last_value"], head_of(row))
 
 
 async def check_refusal(
-    conn: Connection, series: Series, key: CounterKey, max_counters: int
+    conn: Connection,
+    series: Series,
+    key: CounterKey,
+    max_counters: int,
+    dates: Dates | None = None,
 ) -> None:
-    """After a statement that creates counters took nothing: raise StaleDefinition or
-    TooManyCounters if either is why; return if neither is."""
+    """After a statement that creates counters took nothing: raise StaleDefinition,
+    TooManyCounters or DateOrder if one is why; return if none is."""
     found = await conn.fetchrow(REFUSAL, series.id, key.period, key.variables, max_counters)
     if found is None or found["version"] != series.version:
         raise StaleDefinition(series.name)
@@ -129,6 +164,24 @@ async def check_refusal(
             + (f" and {key.variables!r}" if key.variables else "")
             + " would need a new one. Numbers of its existing counters are still issued."
         )
+    last_date: datetime.date | None = found["last_date"]
+    earliest = None if dates is None else dates.earliest
+    if earliest is not None and last_date is not None and earliest < last_date:
+        raise date_order(series, key, earliest, last_date)
+
+
+def date_order(
+    series: Series, key: CounterKey, day: datetime.date, last_date: datetime.date
+) -> DateOrder:
+    """The answer to a request dated ``day`` when its counter issued a number dated
+    ``last_date`` already."""
+    counter = key.period + (f", {key.variables}" if key.variables else "")
+    return DateOrder(
+        f"Series {series.name!r} keeps document dates in order: counter {counter} has a number "
+        f"dated {last_date}, so a document dated {day} cannot take the next one. Nothing was "
+        f"issued; send a date on or after {last_date}.",
+        last_date=last_date,
+    )
 
 
 class Tail(NamedTuple):

@@ -7,19 +7,24 @@ series' mode alone: gapless (app.issuing.gapless), sequence (app.issuing.sequenc
 (app.issuing.blocks). Each applies idempotency as part of taking the values: a request whose key
 was already answered gets that answer back, byte for byte, and costs no number.
 
+A document date in the series' closed period is refused here (``Series.check_open``), before any
+mode takes a value. A counter running low (``warn_remaining``) is counted and audited once, for
+the request that took the value after which fewer than ``warn_remaining`` are left.
+
 Dates are bounded to a window (settings ``earliest_date`` and ``latest_date``), and a format that
 shows the year as ``{YY}`` alone issues only for 2000-2099, so the period of every number can be
 read back from it: no two periods render alike.
 """
 
 import datetime
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import asyncpg
 
-from app import idempotency, metrics
+from app import audit, idempotency, metrics
 from app import series as series_sql
 from app.definition import CounterKey, Format, Series, StaleDefinition
 from app.formatting import Template
@@ -29,7 +34,7 @@ from app.issuing.gapless import GaplessIssuer
 from app.issuing.issued import Claim, Issued, Outcome, Replayed, Request, Respond
 from app.issuing.sequences import SequenceIssuer
 from app.problems import LedgerDisabled, Problem, SeriesArchived, Unavailable, field_error
-from app.schemas import Mode
+from app.schemas import Mode, decode_variables
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,10 @@ Reload = Callable[[Series], Awaitable[Series]]
 
 # How often one request reads its series again because an administrator changed it meanwhile.
 MAX_RELOADS = 5
+# Who the audit trail says warned that a counter runs low: the service itself.
+WARNING_ACTOR = "docnum"
+
+logger = logging.getLogger("docnum.issuing")
 
 
 def utc_now() -> datetime.datetime:
@@ -134,6 +143,7 @@ class Issuer:
             if isinstance(outcome, Replayed):
                 return _replay(claim, outcome)
             metrics.count_issued(series, len(outcome.values))
+            await self._warn_if_low(request, outcome.values)
             return Answer(201, respond(outcome), False, outcome)
         raise Unavailable("The series is being changed; retry shortly.")
 
@@ -158,6 +168,7 @@ class Issuer:
         day = date or series.today(self.clock())
         entry = series.format_for(day)
         self.check_date(day, entry)
+        series.check_open(day)
         missing = sorted(entry.template.variables - variables.keys())
         if missing:
             raise field_error("variables", f"missing {', '.join(missing)}")
@@ -181,6 +192,36 @@ class Issuer:
     async def reload(self, series: Series) -> Series:
         """The series as it is now, after a statement found its definition stale."""
         return await self._reload(series)
+
+    async def _warn_if_low(self, request: Request, values: list[int]) -> None:
+        """Count and audit a counter running low, once: for the request that took its
+        ``low_water_value``. Failing to record the warning does not fail the request, whose
+        numbers are issued already."""
+        series = request.series
+        low_water = series.low_water_value
+        if low_water is None or not values[0] <= low_water <= values[-1] or low_water not in values:
+            return
+        remaining = series.remaining(values[-1])
+        metrics.count_running_low(series)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await audit.record(
+                    conn,
+                    tenant_id=series.tenant_id,
+                    actor=WARNING_ACTOR,
+                    action="counter.running_low",
+                    series=series.name,
+                    details={
+                        "period": request.counter.period,
+                        "variables": decode_variables(request.counter.variables),
+                        "remaining": remaining,
+                        "warn_remaining": series.warn_remaining,
+                    },
+                )
+        except (asyncpg.PostgresError, OSError, TimeoutError):
+            logger.warning(
+                "could not audit that series %r runs low (%d values left)", series.name, remaining
+            )
 
     async def _read_again(self, series: Series) -> Series:
         return await series_sql.fetch(self._pool, series.tenant_id, series.name)

@@ -10,11 +10,20 @@ transaction fails, every request in it fails and none is given a number. The sam
 append the numbers' events to the counter's hash chain (see app.chain): the counter update
 returns the chain's head under its lock, and the ledger insert stores the events and moves it.
 
-Three failures belong to one request rather than to the group, and fail only that request: a
-number that cannot be rendered from its variables, a number that collides with one already in
-the ledger, and a batch that does not fit below max_value. The group is then served again without
-the request whose number could not be rendered, or, for the other two, one request per
-transaction, so that the others still get their numbers in order of arrival.
+Four failures belong to one request rather than to the group, and fail only that request: a
+number that cannot be rendered from its variables (or breaks the series' number rules), a date
+out of order, a number that collides with one already in the ledger, and a batch that does not
+fit below max_value. The group is then served again without the request whose number could not
+be rendered or whose date is out of order, or, for the other two, one request per transaction, so
+that the others still get their numbers in order of arrival.
+
+With ``date_order: strict``, values follow the order of arrival, so dates must too. A group whose
+dates rise (or stay) is served as one: its earliest date, its first request's, is checked against
+the counter's last date in the statement that advances the counter (``counters.advance``), and if
+that date is later the first request fails and the group is served again without it. A group
+whose dates step back is served one request per transaction instead, in order of arrival, so each
+is checked against the last date really issued before it (never against a request that might
+then fail itself), and a refusal names a date the ledger holds.
 
 A request waits for its number at most the pool's round-trip limit (see app.database), queue
 included, then fails with ``TimeoutError`` (503). Its number may still be committed by the
@@ -34,7 +43,7 @@ from app.definition import CounterKey
 from app.issuing import counters
 from app.issuing.issued import Claim, Issued, Outcome, Replayed, Request
 from app.ledger import record_numbers
-from app.problems import NumberCollision, Problem, SeriesExhausted
+from app.problems import DateOrder, NumberCollision, Problem, SeriesExhausted
 
 # Bounds one transaction so a flood of requests cannot build an unbounded statement.
 MAX_VALUES_PER_TRANSACTION = 100_000
@@ -46,12 +55,18 @@ class _Waiter:
     future: asyncio.Future[Outcome] = field(default_factory=asyncio.Future)
 
 
-class _RenderFailed(Exception):
-    """One request's number could not be rendered; its group is retried without it."""
+class _RequestFailed(Exception):
+    """One request cannot be served (its number cannot be rendered, or its date is out of
+    order); its group is retried without it."""
 
     def __init__(self, waiter: _Waiter, problem: Problem) -> None:
         self.waiter = waiter
         self.problem = problem
+
+
+class _OutOfOrder(Exception):
+    """The group's dates step back in a series that keeps them in order: it is served one
+    request per transaction."""
 
 
 class GaplessIssuer:
@@ -98,10 +113,14 @@ class GaplessIssuer:
         while group:
             try:
                 outcomes = await self._transaction(group)
-            except _RenderFailed as failed:
+            except _RequestFailed as failed:
                 _fail(failed.waiter, failed.problem)
                 group.remove(failed.waiter)
                 continue
+            except _OutOfOrder:
+                for waiter in group:
+                    await self._serve([waiter])
+                return
             except (SeriesExhausted, NumberCollision) as problem:
                 if len(group) == 1:
                     _fail(group[0], problem)
@@ -130,7 +149,13 @@ class GaplessIssuer:
             total = sum(w.request.count for w in fresh)
             issued: dict[int, Issued] = {}
             if total:
-                advanced = await counters.advance(conn, series, counter, total, self._max_counters)
+                dates = _dates(fresh, strict=series.date_order == "strict")
+                try:
+                    advanced = await counters.advance(
+                        conn, series, counter, total, self._max_counters, dates
+                    )
+                except DateOrder as refusal:
+                    raise _RequestFailed(fresh[0], refusal) from None
                 if advanced is None:
                     raise counters.exhausted(total)
                 values = iter(counters.run(advanced.last, total, series.step))
@@ -139,7 +164,7 @@ class GaplessIssuer:
                     try:
                         issued[id(waiter)] = waiter.request.render(run)
                     except Problem as problem:
-                        raise _RenderFailed(waiter, problem) from None
+                        raise _RequestFailed(waiter, problem) from None
                 await record_numbers(conn, series, counter, list(issued.values()), advanced.head)
                 await idempotency.store(
                     conn,
@@ -156,6 +181,17 @@ class GaplessIssuer:
             issued[id(w)] if id(w) in issued else _replay_of(w.request.claim, replays)
             for w in group
         ]
+
+
+def _dates(fresh: list[_Waiter], *, strict: bool) -> counters.Dates:
+    """The dates the group's values are taken for. When they must keep their order and step
+    back within the group, raise _OutOfOrder; otherwise the earliest is the first request's."""
+    latest = fresh[0].request.date
+    for waiter in fresh:
+        if strict and waiter.request.date < latest:
+            raise _OutOfOrder
+        latest = max(latest, waiter.request.date)
+    return counters.Dates(fresh[0].request.date if strict else None, latest)
 
 
 def _fail(waiter: _Waiter, error: BaseException) -> None:

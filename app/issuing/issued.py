@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from app.definition import CounterKey, Series
 from app.formatting import NumberTooLong, Template, VariableError
-from app.problems import InvalidRequest
+from app.problems import InvalidRequest, NumberRuleBroken
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +69,9 @@ class Request:
             )
         except (VariableError, NumberTooLong) as error:
             raise InvalidRequest(str(error)) from None
+        broken = self.series.rules.check_numbers(numbers)
+        if broken is not None:
+            raise NumberRuleBroken(f"Series {self.series.name!r}: {broken}; nothing was issued.")
         return Issued(
             series=self.series.name,
             period=self.period,

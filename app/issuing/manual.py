@@ -14,10 +14,10 @@ Invariants, and why they hold:
 - **No unexplained gap.** In gapless mode every value a counter passes by hand is recorded in the
   ledger as voided, with the reason given (go-live) or one naming the number recorded (external),
   so the gap report stays empty. At most ``MAX_SKIPPED`` values are voided at once: a larger move
-  is refused (422) and made in steps. Each such value, each number recorded and each counter set
+  is refused (422) and made in steps. Sequence and cached mode may skip values anyway and record
+  nothing for them. In gapless mode each value passed, each number recorded and each counter set
   is an event of the counter's hash chain (``app.chain``: ``skipped``, ``external``,
-  ``counter-set``), appended under the lock the change holds already. Sequence and cached mode may skip values anyway and record
-  nothing for them.
+  ``counter-set``), appended under the lock the change holds already.
 - **A number recorded from elsewhere is never handed out.** It must read as a number of the series
   (its format on the document's date, or any earlier one: ``Template.parse``, checked by rendering
   it back), with a value the counter counts. Above the counter's top, the counter moves to it;
@@ -26,6 +26,9 @@ Invariants, and why they hold:
   refuse a number, or a value of its counter, that is already recorded (409), except a value a
   counter passed by hand (voided and external): the number takes its place, so history can be
   recorded after going live, in any order.
+- **Nothing goes into a closed period.** Setting a counter and the preview resolve their date as
+  issuing does (``Issuer.resolve``, which calls ``Series.check_open``), and recording a number
+  checks it too: a date on or before the series' ``closed_through`` is refused (409).
 - **A preview takes nothing.** It reads the counter's top without a lock. In gapless and sequence
   mode it is the number the next request gets unless another request comes first; in cached mode
   it is the first value no process holds yet: a process that holds a block hands out lower ones
@@ -215,6 +218,7 @@ async def record_external(
         raise SeriesArchived(f"Series {series.name!r} is archived; restore it first.")
     entry, value, variables = read_number(series, number, day)
     issuer.check_date(day, entry)
+    series.check_open(day)
     template = entry.template
     key = series.counter(day, template, variables)
     async with conn.transaction():

@@ -40,6 +40,7 @@ from app.negotiation import negotiate
 from app.problems import (
     AlreadyVoided,
     CounterNotRaised,
+    DateOrder,
     LedgerDisabled,
     NotChained,
     NotGapless,
@@ -47,7 +48,9 @@ from app.problems import (
     NumberExists,
     NumberHeld,
     NumberNotFound,
+    NumberRuleBroken,
     NumberUnreadable,
+    PeriodClosed,
     SeriesArchived,
     SeriesExhausted,
     SeriesNotFound,
@@ -87,6 +90,9 @@ ISSUE_RESPONSES = {
         SeriesExhausted,
         TooManyCounters,
         NumberCollision,
+        DateOrder,
+        PeriodClosed,
+        NumberRuleBroken,
         LedgerDisabled,
         *IDEMPOTENCY_PROBLEMS,
     ),
@@ -302,6 +308,7 @@ async def annotate_number(
             *JSON_BODY_PROBLEMS,
             SeriesNotFound,
             SeriesArchived,
+            PeriodClosed,
             CounterNotRaised,
             NumberCollision,
             TooManyCounters,
@@ -359,6 +366,7 @@ async def set_counter(
             *JSON_BODY_PROBLEMS,
             SeriesNotFound,
             SeriesArchived,
+            PeriodClosed,
             LedgerDisabled,
             NumberUnreadable,
             NumberExists,
@@ -407,7 +415,7 @@ async def record_number(
     description="Nothing is reserved: another request may take it first. In cached mode it is "
     "the first value no process holds; a process holding a block of values hands out lower "
     "ones first.",
-    responses=key_problems(SeriesNotFound, SeriesArchived, SeriesExhausted),
+    responses=key_problems(SeriesNotFound, SeriesArchived, PeriodClosed, SeriesExhausted),
 )
 async def preview_next(
     name: SeriesNameParam,

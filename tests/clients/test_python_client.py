@@ -25,6 +25,7 @@ from docnum_client import (
     AlreadyVoided,
     AsyncDocnumClient,
     Conflict,
+    DateOrder,
     DocnumClient,
     DocnumError,
     Forbidden,
@@ -38,6 +39,7 @@ from docnum_client import (
     NotFound,
     NotGapless,
     NumberNotFound,
+    PeriodClosed,
     PreconditionFailed,
     SeriesArchived,
     SeriesExhausted,
@@ -547,6 +549,40 @@ async def test_archived_and_exhausted_series_raise_conflicts(
         409,
         "/problems/series-exhausted",
     )
+
+
+async def test_the_series_rules_read_back_and_raise_their_conflicts(
+    service: ServiceProcess, tenant: Tenant
+) -> None:
+    with DocnumClient(service.url, tenant.admin_key) as docnum:
+        created = docnum.create_series(
+            "ruled", "R/{FY:YY-YY}/{seq}", reset="yearly", fiscal_year_start=4, max_value=999
+        )
+        ruled = docnum.update_series(
+            "ruled",
+            date_order="strict",
+            closed_through="2026-03-31",
+            number_profile="in-gst",
+            warn_remaining=10,
+        )
+    with DocnumClient(service.url, tenant.issue_key) as docnum:
+        with pytest.raises(PeriodClosed):
+            docnum.next("ruled", datetime.date(2026, 3, 31))
+        assert docnum.next("ruled", datetime.date(2026, 4, 2)).number == "R/26-27/1"
+        with pytest.raises(DateOrder):
+            docnum.next("ruled", datetime.date(2026, 4, 1))
+    assert (created.date_order, created.closed_through, created.number_profile) == (
+        "off",
+        None,
+        None,
+    )
+    assert (ruled.date_order, ruled.closed_through) == ("strict", datetime.date(2026, 3, 31))
+    assert (ruled.number_profile, ruled.max_length, ruled.allowed_characters) == (
+        "in-gst",
+        None,
+        None,
+    )
+    assert ruled.warn_remaining == 10
 
 
 async def test_invalid_requests_raise_with_field_errors(

@@ -101,6 +101,23 @@ def test_fiscal_year(day: datetime.date, start: int, label: str) -> None:
     assert render("{FY}-{seq}", date=day, fiscal_year_start=start) == f"{label}-42"
 
 
+@pytest.mark.parametrize(
+    ("day", "start", "long", "short"),
+    [
+        (datetime.date(2026, 3, 31), 4, "2025-26", "25-26"),
+        (datetime.date(2026, 4, 1), 4, "2026-27", "26-27"),
+        (datetime.date(2099, 5, 1), 4, "2099-00", "99-00"),
+        (datetime.date(2000, 1, 15), 7, "1999-00", "99-00"),
+        (datetime.date(2026, 12, 31), 1, "2026-27", "26-27"),
+    ],
+)
+def test_fiscal_year_labels_name_both_years(
+    day: datetime.date, start: int, long: str, short: str
+) -> None:
+    assert render("{FY:YYYY-YY}/{seq}", date=day, fiscal_year_start=start) == f"{long}/42"
+    assert render("{FY:YY-YY}/{seq}", date=day, fiscal_year_start=start) == f"{short}/42"
+
+
 def test_series_is_inserted_as_is() -> None:
     assert render("{series}-{seq}", series="PO") == "PO-42"
 
@@ -311,6 +328,9 @@ def test_fiscal_year_start_must_be_a_month(start: int) -> None:
         ("{FY}-{seq}", "yearly", 1),
         ("{FY}-{seq}", "yearly", 4),
         ("{YYYY}-{FY}-{seq}", "yearly", 4),
+        ("INV/{FY:YYYY-YY}/{seq}", "yearly", 4),
+        ("INV/{FY:YY-YY}/{seq}", "yearly", 4),
+        ("{FY:YY-YY}{seq}", "yearly", 1),
         ("{YYYY}{MM}-{seq}", "monthly", 1),
         ("{YY}{MM}-{seq}", "monthly", 4),
         ("{YYYY}{MM}{DD}-{seq}", "daily", 1),
@@ -334,6 +354,8 @@ def test_templates_that_tell_periods_apart(source: str, reset: str, start: int) 
         ("{YYYY}-{seq}", "monthly", 1, "a monthly reset needs"),
         ("{MM}-{seq}", "monthly", 1, "a monthly reset needs"),
         ("{FY}{MM}-{seq}", "monthly", 1, "a monthly reset needs"),
+        ("{FY:YYYY-YY}{MM}-{seq}", "monthly", 4, "a monthly reset needs"),
+        ("{YYYY}-{seq}", "yearly", 4, "or {FY:YYYY-YY} or {FY:YY-YY}"),
         ("{YYYY}{Q}-{seq}", "monthly", 1, "a monthly reset needs"),
         ("{YYYY}{MM}-{seq}", "daily", 1, "a daily reset needs"),
         ("{YYYY}{DD}-{seq}", "daily", 1, "a daily reset needs"),
@@ -808,7 +830,9 @@ def test_check_template_refuses_an_ambiguous_template_with_a_counter_per_variabl
 PAIR_SERIES = "a-1"
 # Short pieces made of characters that variables and counters can also produce.
 pair_literals = st.text(st.sampled_from("01-/xa"), min_size=1, max_size=2)
-pair_tokens = st.sampled_from(["{YY}", "{YYYY}", "{MM}", "{var:a}", "{var:b}", "{series}"])
+pair_tokens = st.sampled_from(
+    ["{YY}", "{YYYY}", "{MM}", "{FY:YY-YY}", "{var:a}", "{var:b}", "{series}"]
+)
 pair_seqs = st.sampled_from(["{seq}", "{seq:02}", "{seq:03}"])
 pair_pieces = st.one_of(pair_literals, pair_tokens)
 
@@ -848,7 +872,17 @@ def template_pairs(draw: st.DrawFn) -> tuple[Template, Template]:
     return parse_template("".join(old)), parse_template("".join(new))
 
 
-DATE_WIDTHS = {"YYYY": 4, "YY": 2, "MM": 2, "DD": 2, "Q": 1, "FY": 4}
+# Each date token's rendering: "0" stands for any digit, anything else for itself.
+DATE_SHAPES = {
+    "YYYY": "0000",
+    "YY": "00",
+    "MM": "00",
+    "DD": "00",
+    "Q": "0",
+    "FY": "0000",
+    "FY:YYYY-YY": "0000-00",
+    "FY:YY-YY": "00-00",
+}
 
 
 def grammar(template: Template, series: str) -> re.Pattern[str]:
@@ -861,7 +895,8 @@ def grammar(template: Template, series: str) -> re.Pattern[str]:
             width = part.pad or 1
             pieces.append(f"(?:[0-9]{{{width}}}|[1-9][0-9]{{{width},}})")
         elif isinstance(part, DatePart):
-            pieces.append(f"[0-9]{{{DATE_WIDTHS[part.name]}}}")
+            shape = re.escape(DATE_SHAPES[part.name])
+            pieces.append(shape.replace("0", "[0-9]"))
         elif isinstance(part, SeriesName):
             pieces.append(re.escape(series))
         else:
@@ -873,7 +908,12 @@ def tells_periods_apart(template: Template, reset: Reset) -> bool:
     """check_template's period rule, for the resets and tokens the pairs use."""
     used = template.uses()
     has_year = bool(used & {"YY", "YYYY"})
-    return reset == "never" or (has_year and (reset == "yearly" or "MM" in used))
+    has_fiscal_year = bool(used & {"FY", "FY:YYYY-YY", "FY:YY-YY"})
+    return (
+        reset == "never"
+        or (has_year and (reset == "yearly" or "MM" in used))
+        or (reset == "yearly" and has_fiscal_year)
+    )
 
 
 # Months and years apart, a year and a month that trade places ("0312" is March 2012 as
@@ -969,6 +1009,38 @@ def test_a_two_digit_year_that_tells_periods_apart_bounds_the_dates(
 )
 def test_a_full_year_or_no_reset_leaves_the_dates_unbounded(source: str, reset: str) -> None:
     assert two_digit_year_window(parse_template(source), reset) is None
+
+
+def test_a_two_digit_fiscal_year_label_bounds_the_dates_from_its_first_fiscal_year() -> None:
+    """2000-01-15 is in fiscal year 1999 when it starts in July: "99-00", like 2099-07-15."""
+    template = parse_template("{FY:YY-YY}/{seq}")
+    window = two_digit_year_window(template, "yearly", 7)
+    assert window == (datetime.date(2000, 7, 1), datetime.date(2099, 12, 31))
+    earlier, later = datetime.date(2000, 1, 15), datetime.date(2099, 7, 15)
+    assert render("{FY:YY-YY}/{seq}", date=earlier, fiscal_year_start=7) == render(
+        "{FY:YY-YY}/{seq}", date=later, fiscal_year_start=7
+    )
+    assert not window[0] <= earlier <= window[1]
+    assert two_digit_year_window(parse_template("{FY:YYYY-YY}/{seq}"), "yearly", 7) is None
+    assert two_digit_year_window(parse_template("{YYYY}{FY:YY-YY}/{seq}"), "yearly", 7) is None
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "collides"),
+    [
+        ("INV-{FY}-{seq}", "INV-{FY:YYYY-YY}-{seq}", False),
+        ("INV/{FY:YY-YY}/{seq}", "INV/{FY:YYYY-YY}/{seq}", False),
+        ("INV-{YY}-{MM}{seq}", "INV-{FY:YY-YY}{seq}", True),  # "INV-25-261"
+        ("{YY}-{seq}", "{FY:YY-YY}{seq}", True),  # "25-261"
+    ],
+)
+def test_fiscal_year_labels_take_part_in_the_format_history_check(
+    old: str, new: str, collides: bool
+) -> None:
+    found = find_collision(
+        parse_template(old), parse_template(new), series="S", variables_in_key=True
+    )
+    assert (found is not None) == collides, found
 
 
 def test_a_two_digit_year_repeats_a_century_later() -> None:

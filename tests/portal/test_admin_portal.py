@@ -911,3 +911,64 @@ async def test_the_series_list_counts_the_counters_of_a_period_kept_per_variable
     rows = {row[0].split()[0]: row for row in cells((await client.get("/admin/series")).text)}
     assert rows["branches"][4].split() == ["2", "counters", "all"]
     assert rows["plain"][4].split() == ["3", "all"]
+
+
+async def test_the_form_sets_the_series_rules_and_reopening_needs_a_reason(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    token = await signed_in_csrf(client, tenant)
+    created = await client.post(
+        "/admin/series/_new",
+        data={
+            "name": "gst",
+            "format": "INV/{FY:YY-YY}/{seq:05}",
+            "reset": "yearly",
+            "fiscal_year_start": "4",
+            "max_value": "99999",
+            "date_order": "strict",
+            "closed_through": "2025-03-31",
+            "number_profile": "in-gst",
+            "max_length": "",
+            "allowed_characters": "",
+            "warn_remaining": "100",
+            "csrf": token,
+        },
+    )
+    assert created.status_code == 303, created.text
+    series = (await client.get("/series/gst", headers=tenant.admin)).json()
+    assert (series["date_order"], series["closed_through"]) == ("strict", "2025-03-31")
+    assert (series["number_profile"], series["max_length"]) == ("in-gst", None)
+    assert series["warn_remaining"] == 100
+    page = (await client.get("/admin/series/gst")).text
+    assert "in-gst at most 16 characters" in re.sub(r"\s+", " ", page)
+
+    edit = {"format": "INV/{FY:YY-YY}/{seq:05}", "csrf": token}
+    back = await client.post("/admin/series/gst/edit", data={**edit, "closed_through": ""})
+    assert back.status_code == 422
+    assert 'id="error-closed_through"' in back.text and "reopen_reason" in back.text
+    reopened = await client.post(
+        "/admin/series/gst/edit",
+        data={**edit, "closed_through": "", "reopen_reason": "late supplier invoice"},
+    )
+    assert reopened.status_code == 303, reopened.text
+    assert (await client.get("/series/gst", headers=tenant.admin)).json()["closed_through"] is None
+    too_long = await client.post(
+        "/admin/series/gst/edit", data={**edit, "format": "INVOICE/{FY:YY-YY}/{seq:05}"}
+    )
+    assert too_long.status_code == 422 and 'id="error-format"' in too_long.text
+
+
+async def test_a_counter_running_low_has_a_badge_on_the_series_and_the_list(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "low", max_value=10, warn_remaining=3)
+    await signed_in_csrf(client, tenant)
+    await client.post("/series/low/batch", json={"count": 7}, headers=tenant.issuer)
+    assert "left</span>" not in (await client.get("/admin/series/low")).text
+    assert "running low" not in (await client.get("/admin/series")).text
+    await client.post("/series/low/next", headers=tenant.issuer)
+    assert (
+        '<span class="badge badge-danger">2 left</span>'
+        in (await client.get("/admin/series/low")).text
+    )
+    assert "running low" in (await client.get("/admin/series")).text

@@ -416,7 +416,7 @@ export interface components {
              * Action
              * @enum {string}
              */
-            action: "series.created" | "series.changed" | "series.archived" | "series.restored" | "number.voided" | "number.annotated" | "number.recorded" | "counter.set" | "key.created" | "key.revoked";
+            action: "series.created" | "series.changed" | "series.closed" | "series.reopened" | "counter.running_low" | "series.archived" | "series.restored" | "number.voided" | "number.annotated" | "number.recorded" | "counter.set" | "key.created" | "key.revoked";
             /** Series */
             series: string | null;
             /** Details */
@@ -1192,6 +1192,38 @@ export interface components {
              */
             shared_counter: boolean;
             /**
+             * Date Order
+             * @description strict: a number's document date is never earlier than the last one its counter issued; an earlier date is refused (409 date-order). Gapless series only.
+             * @default off
+             * @enum {string}
+             */
+            date_order: "off" | "strict";
+            /**
+             * Closed Through
+             * @description Nothing is issued for document dates up to and including this day (409 period-closed). Moves forward only; moving it back needs reopen_reason.
+             */
+            closed_through?: string | null;
+            /**
+             * Number Profile
+             * @description A country's rules for invoice numbers: in-gst (India, 16 characters of A-Za-z0-9/-), it-sdi (Italy, 20), fr-einvoice (France, 35), es-aeat (Spain, 60), pt-saft (Portugal, 60, 'TYPE SERIES/NUMBER').
+             */
+            number_profile?: ("in-gst" | "it-sdi" | "fr-einvoice" | "es-aeat" | "pt-saft") | null;
+            /**
+             * Max Length
+             * @description The longest number the series may render (at most 64).
+             */
+            max_length?: number | null;
+            /**
+             * Allowed Characters
+             * @description The only characters numbers may hold: single characters and ranges such as A-Z; a '-' first or last stands for itself.
+             */
+            allowed_characters?: string | null;
+            /**
+             * Warn Remaining
+             * @description Warn (metric, audit entry, portal badge) when fewer values than this are left in a counter below max_value.
+             */
+            warn_remaining?: number | null;
+            /**
              * Name
              * @example invoice
              */
@@ -1202,6 +1234,7 @@ export interface components {
          * @example {
          *       "archived": false,
          *       "block_size": 100,
+         *       "closed_through": "2025-12-31",
          *       "counters": [
          *         {
          *           "last_value": 123,
@@ -1210,6 +1243,7 @@ export interface components {
          *         }
          *       ],
          *       "created_at": "2026-01-05T09:00:00Z",
+         *       "date_order": "strict",
          *       "description": "Outgoing invoices",
          *       "fiscal_year_start": 1,
          *       "format": "INV-{YYYY}-{seq:06}",
@@ -1222,12 +1256,14 @@ export interface components {
          *       "ledger": true,
          *       "mode": "gapless",
          *       "name": "invoice",
+         *       "number_profile": "fr-einvoice",
          *       "reset": "yearly",
          *       "shared_counter": false,
          *       "start": 1,
          *       "step": 1,
          *       "timezone": "Europe/Berlin",
-         *       "updated_at": "2026-01-05T09:00:00Z"
+         *       "updated_at": "2026-01-05T09:00:00Z",
+         *       "warn_remaining": 1000
          *     }
          */
         SeriesOut: {
@@ -1263,6 +1299,21 @@ export interface components {
             description: string;
             /** Shared Counter */
             shared_counter: boolean;
+            /**
+             * Date Order
+             * @enum {string}
+             */
+            date_order: "off" | "strict";
+            /** Closed Through */
+            closed_through: string | null;
+            /** Number Profile */
+            number_profile: ("in-gst" | "it-sdi" | "fr-einvoice" | "es-aeat" | "pt-saft") | null;
+            /** Max Length */
+            max_length: number | null;
+            /** Allowed Characters */
+            allowed_characters: string | null;
+            /** Warn Remaining */
+            warn_remaining: number | null;
             /** Archived */
             archived: boolean;
             /**
@@ -1294,6 +1345,7 @@ export interface components {
          *         {
          *           "archived": false,
          *           "block_size": 100,
+         *           "closed_through": "2025-12-31",
          *           "counters": [
          *             {
          *               "last_value": 123,
@@ -1302,6 +1354,7 @@ export interface components {
          *             }
          *           ],
          *           "created_at": "2026-01-05T09:00:00Z",
+         *           "date_order": "strict",
          *           "description": "Outgoing invoices",
          *           "fiscal_year_start": 1,
          *           "format": "INV-{YYYY}-{seq:06}",
@@ -1314,12 +1367,14 @@ export interface components {
          *           "ledger": true,
          *           "mode": "gapless",
          *           "name": "invoice",
+         *           "number_profile": "fr-einvoice",
          *           "reset": "yearly",
          *           "shared_counter": false,
          *           "start": 1,
          *           "step": 1,
          *           "timezone": "Europe/Berlin",
-         *           "updated_at": "2026-01-05T09:00:00Z"
+         *           "updated_at": "2026-01-05T09:00:00Z",
+         *           "warn_remaining": 1000
          *         }
          *       ]
          *     }
@@ -1380,6 +1435,23 @@ export interface components {
             description?: string | null;
             /** Shared Counter */
             shared_counter?: boolean | null;
+            /** Date Order */
+            date_order?: ("off" | "strict") | null;
+            /** Closed Through */
+            closed_through?: string | null;
+            /**
+             * Reopen Reason
+             * @description With closed_through moved back (or null): why closed days open again; recorded in the audit trail.
+             */
+            reopen_reason?: string | null;
+            /** Number Profile */
+            number_profile?: ("in-gst" | "it-sdi" | "fr-einvoice" | "es-aeat" | "pt-saft") | null;
+            /** Max Length */
+            max_length?: number | null;
+            /** Allowed Characters */
+            allowed_characters?: string | null;
+            /** Warn Remaining */
+            warn_remaining?: number | null;
         };
         /**
          * VoidRequest
@@ -2174,7 +2246,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
-            /** @description Series is archived (`/problems/series-archived`); Series is exhausted (`/problems/series-exhausted`); The series has as many counters as it may have (`/problems/too-many-counters`); Number already in the ledger (`/problems/number-collision`); This series keeps no ledger (`/problems/ledger-disabled`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
+            /** @description Series is archived (`/problems/series-archived`); Series is exhausted (`/problems/series-exhausted`); The series has as many counters as it may have (`/problems/too-many-counters`); Number already in the ledger (`/problems/number-collision`); Earlier than the counter's last date (`/problems/date-order`); The period is closed (`/problems/period-closed`); This series keeps no ledger (`/problems/ledger-disabled`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying. */
@@ -2203,7 +2275,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
-            /** @description Invalid request (`/problems/invalid-request`); Idempotency-Key reused with a different request (`/problems/idempotency-key-reused`) */
+            /** @description Invalid request (`/problems/invalid-request`); The number breaks the series' number rules (`/problems/number-rule`); Idempotency-Key reused with a different request (`/problems/idempotency-key-reused`) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2301,7 +2373,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
-            /** @description Series is archived (`/problems/series-archived`); Series is exhausted (`/problems/series-exhausted`); The series has as many counters as it may have (`/problems/too-many-counters`); Number already in the ledger (`/problems/number-collision`); This series keeps no ledger (`/problems/ledger-disabled`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
+            /** @description Series is archived (`/problems/series-archived`); Series is exhausted (`/problems/series-exhausted`); The series has as many counters as it may have (`/problems/too-many-counters`); Number already in the ledger (`/problems/number-collision`); Earlier than the counter's last date (`/problems/date-order`); The period is closed (`/problems/period-closed`); This series keeps no ledger (`/problems/ledger-disabled`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying. */
@@ -2330,7 +2402,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
-            /** @description Invalid request (`/problems/invalid-request`); Idempotency-Key reused with a different request (`/problems/idempotency-key-reused`) */
+            /** @description Invalid request (`/problems/invalid-request`); The number breaks the series' number rules (`/problems/number-rule`); Idempotency-Key reused with a different request (`/problems/idempotency-key-reused`) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2545,7 +2617,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
-            /** @description Series is archived (`/problems/series-archived`); This series keeps no ledger (`/problems/ledger-disabled`); The number is already in the ledger (`/problems/number-exists`); The series may still hand this value out (`/problems/number-held`); Number already in the ledger (`/problems/number-collision`); The series has as many counters as it may have (`/problems/too-many-counters`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
+            /** @description Series is archived (`/problems/series-archived`); The period is closed (`/problems/period-closed`); This series keeps no ledger (`/problems/ledger-disabled`); The number is already in the ledger (`/problems/number-exists`); The series may still hand this value out (`/problems/number-held`); Number already in the ledger (`/problems/number-collision`); The series has as many counters as it may have (`/problems/too-many-counters`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying. */
@@ -3025,7 +3097,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
-            /** @description Series is archived (`/problems/series-archived`); A counter only moves up (`/problems/counter-not-raised`); Number already in the ledger (`/problems/number-collision`); The series has as many counters as it may have (`/problems/too-many-counters`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
+            /** @description Series is archived (`/problems/series-archived`); The period is closed (`/problems/period-closed`); A counter only moves up (`/problems/counter-not-raised`); Number already in the ledger (`/problems/number-collision`); The series has as many counters as it may have (`/problems/too-many-counters`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying. */
@@ -3137,7 +3209,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
-            /** @description Series is archived (`/problems/series-archived`); Series is exhausted (`/problems/series-exhausted`) */
+            /** @description Series is archived (`/problems/series-archived`); The period is closed (`/problems/period-closed`); Series is exhausted (`/problems/series-exhausted`) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3762,7 +3834,7 @@ export interface operations {
         parameters: {
             query?: {
                 /** @description Only this kind of change */
-                action?: ("series.created" | "series.changed" | "series.archived" | "series.restored" | "number.voided" | "number.annotated" | "number.recorded" | "counter.set" | "key.created" | "key.revoked") | null;
+                action?: ("series.created" | "series.changed" | "series.closed" | "series.reopened" | "counter.running_low" | "series.archived" | "series.restored" | "number.voided" | "number.annotated" | "number.recorded" | "counter.set" | "key.created" | "key.revoked") | null;
                 /** @description Only changes to this series */
                 series?: string | null;
                 /** @description `next_cursor` of the previous page; left out for the first page. */

@@ -159,6 +159,18 @@ class SeriesExhausted(Conflict):
     problem_type = "/problems/series-exhausted"
 
 
+class DateOrder(Conflict):
+    """The series keeps dates in order and the date is before its counter's last number's."""
+
+    problem_type = "/problems/date-order"
+
+
+class PeriodClosed(Conflict):
+    """The document's date is in the series' closed period; no number was issued."""
+
+    problem_type = "/problems/period-closed"
+
+
 class AlreadyVoided(Conflict):
     problem_type = "/problems/already-voided"
 

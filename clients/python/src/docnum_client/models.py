@@ -84,6 +84,10 @@ def _maybe_timestamp(text: str | None) -> datetime.datetime | None:
     return None if text is None else _timestamp(text)
 
 
+def _optional_text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 def _maybe_date(text: str | None) -> datetime.date | None:
     return None if text is None else datetime.date.fromisoformat(text)
 
@@ -215,6 +219,12 @@ class Series(Answer):
     ledger: bool
     description: str
     shared_counter: bool
+    date_order: str
+    closed_through: datetime.date | None
+    number_profile: str | None
+    max_length: int | None
+    allowed_characters: str | None
+    warn_remaining: int | None
     archived: bool
     created_at: datetime.datetime
     updated_at: datetime.datetime
@@ -240,6 +250,12 @@ class Series(Answer):
             ledger=bool(data["ledger"]),
             description=str(data["description"]),
             shared_counter=bool(data["shared_counter"]),
+            date_order=str(data["date_order"]),
+            closed_through=_maybe_date(data["closed_through"]),
+            number_profile=_optional_text(data["number_profile"]),
+            max_length=None if data["max_length"] is None else int(data["max_length"]),
+            allowed_characters=_optional_text(data["allowed_characters"]),
+            warn_remaining=None if data["warn_remaining"] is None else int(data["warn_remaining"]),
             archived=bool(data["archived"]),
             created_at=_timestamp(data["created_at"]),
             updated_at=_timestamp(data["updated_at"]),

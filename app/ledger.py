@@ -28,10 +28,14 @@ from app.schemas import (
     encode_variables,
 )
 
+# Reserved numbers ($8 true for each) are held with their reservation's document reference ($9).
 INSERT_NUMBERS = """
-INSERT INTO numbers (series_id, period, variables, value, number, date, issued_at)
-SELECT $1, $2, $3, value, number, date, $7
-FROM unnest($4::bigint[], $5::text[], $6::date[]) AS u (value, number, date)
+INSERT INTO numbers (series_id, period, variables, value, number, date, issued_at, status,
+                     document_ref)
+SELECT $1, $2, $3, value, number, date, $7,
+       CASE WHEN reserved THEN 'reserved' ELSE 'issued' END, document_ref
+FROM unnest($4::bigint[], $5::text[], $6::date[], $8::boolean[], $9::text[])
+    AS u (value, number, date, reserved, document_ref)
 """
 ENTRY_COLUMNS = "value, number, period, variables, date, status, issued_at, void_reason, voided_at"
 # Keyset paging on the primary key: stable under concurrent inserts, no OFFSET scans. $2 and $3
@@ -89,7 +93,8 @@ FROM counters WHERE series_id = $1 AND period = $2 AND variables = $3
 async def record_numbers(
     conn: Connection, series: Series, counter: CounterKey, issued: list[Issued]
 ) -> None:
-    """One statement for the whole group or batch, whatever its size.
+    """One statement for the whole group or batch, whatever its size. Numbers that carry a
+    reservation are recorded as reserved, with its document reference.
 
     The ledger's unique constraints are the last word on uniqueness: a number that reads like
     one already recorded (variables can combine that way, or a changed format) raises
@@ -108,6 +113,12 @@ async def record_numbers(
             [n for item in issued for n in item.numbers],
             [item.date for item in issued for _ in item.values],
             issued[0].issued_at,
+            [item.reservation is not None for item in issued for _ in item.values],
+            [
+                item.reservation.document_ref if item.reservation else None
+                for item in issued
+                for _ in item.values
+            ],
         )
     except asyncpg.UniqueViolationError:
         raise NumberCollision(

@@ -14,6 +14,9 @@ the ledger, and a batch that does not fit below max_value. The group is then ser
 the request whose number could not be rendered, or, for the other two, one request per
 transaction, so that the others still get their numbers in order of arrival.
 
+Reservations (requests with a ``Hold``) share the group with issues: their values come from the
+same run, and their reservation rows commit with it (app.reservations).
+
 A request waits for its number at most the pool's round-trip limit (see app.database), queue
 included, then fails with ``TimeoutError`` (503). Its number may still be committed by the
 transaction it was part of: it is then in the ledger, and a retry with the same Idempotency-Key
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from app import idempotency
+from app import idempotency, reservations
 from app.database import round_trip_limit
 from app.definition import CounterKey
 from app.issuing import counters
@@ -138,6 +141,13 @@ class GaplessIssuer:
                         issued[id(waiter)] = waiter.request.render(run)
                     except Problem as problem:
                         raise _RenderFailed(waiter, problem) from None
+                held = [w for w in fresh if w.request.hold is not None]
+                if held:
+                    terms = [(w.request.hold, issued[id(w)]) for w in held if w.request.hold]
+                    for waiter, reserved in zip(
+                        held, await reservations.hold(conn, series, counter, terms), strict=True
+                    ):
+                        issued[id(waiter)] = reserved
                 await record_numbers(conn, series, counter, list(issued.values()))
                 await idempotency.store(
                     conn,

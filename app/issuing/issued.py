@@ -1,6 +1,12 @@
-"""What an issuing request asks for and what it gets back, whatever the mode."""
+"""What an issuing request asks for and what it gets back, whatever the mode.
+
+A request with a ``Hold`` reserves its numbers instead of issuing them (see app.reservations): the
+values are taken from the counter exactly as for an issue, in the same transaction (for gapless,
+the same group commit), and its answer carries the ``Reservation`` that holds them.
+"""
 
 import datetime
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -18,6 +24,24 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """What a reservation asks for besides its numbers: how long to hold them, and for which
+    document."""
+
+    ttl_seconds: int
+    document_ref: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The reservation that holds numbers just taken, as recorded with them."""
+
+    id: uuid.UUID
+    document_ref: str | None
+    expires_at: datetime.datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Issued:
     series: str
     period: str
@@ -25,6 +49,7 @@ class Issued:
     issued_at: datetime.datetime
     values: list[int]
     numbers: list[str]
+    reservation: Reservation | None = None  # set when the numbers are reserved, not issued
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +76,7 @@ class Request:
     claim: Claim | None
     # Builds the response body; for an idempotent request the same bytes are stored for replays.
     respond: Respond
+    hold: Hold | None = None  # reserve the numbers instead of issuing them
 
     @property
     def period(self) -> str:

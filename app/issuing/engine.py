@@ -105,50 +105,10 @@ class Issuer:
         variables: Mapping[str, str],
         claim: Claim | None,
         respond: Respond,
+        hold: Hold | None = None,
     ) -> Answer:
-        """Issue ``count`` numbers, or replay the answer ``claim``'s key already got."""
-        try:
-            outcome = await self._take(
-                series, date, variables, count=count, claim=claim, respond=respond, hold=None
-            )
-        except _Refused as refused:
-            return await self._answer_despite(refused.problem, series, claim)
-        if isinstance(outcome, Replayed):
-            return _replay(claim, outcome)
-        metrics.count_issued(series, len(outcome.values))
-        return Answer(201, respond(outcome), False, outcome)
-
-    async def reserve(
-        self,
-        series: Series,
-        *,
-        count: int,
-        date: datetime.date | None,
-        variables: Mapping[str, str],
-        hold: Hold,
-    ) -> Issued:
-        """Reserve ``count`` numbers, taken as an issue would take them (app.reservations)."""
-        try:
-            outcome = await self._take(
-                series, date, variables, count=count, claim=None, respond=_unused, hold=hold
-            )
-        except _Refused as refused:
-            raise refused.problem from None
-        assert isinstance(outcome, Issued)  # only a request with a claim is replayed
-        return outcome
-
-    async def _take(
-        self,
-        series: Series,
-        date: datetime.date | None,
-        variables: Mapping[str, str],
-        *,
-        count: int,
-        claim: Claim | None,
-        respond: Respond,
-        hold: Hold | None,
-    ) -> Outcome:
-        """What the series' mode answers the request; ``_Refused`` when ``_resolve`` refuses it.
+        """Issue ``count`` numbers, or replay the answer ``claim``'s key already got. With a
+        ``hold``, reserve them instead (app.reservations): taken exactly as an issue takes them.
 
         A request that read a definition changed since takes nothing (StaleDefinition) and runs
         again on the series as it now is.
@@ -157,14 +117,20 @@ class Issuer:
             try:
                 template, counter, day = self._resolve(series, date, variables)
             except Problem as refusal:
-                raise _Refused(refusal) from None
+                return await self._answer_despite(refusal, series, claim)
             request = Request(
                 series, template, counter, day, count, variables, claim, respond, hold
             )
             try:
-                return await self._dispatch(request)
+                outcome = await self._dispatch(request)
             except StaleDefinition:
                 series = await self._reload(series)
+                continue
+            if isinstance(outcome, Replayed):
+                return _replay(claim, outcome)
+            if hold is None:
+                metrics.count_issued(series, len(outcome.values))
+            return Answer(201, respond(outcome), False, outcome)
         raise Unavailable("The series is being changed; retry shortly.")
 
     async def _answer_despite(
@@ -211,18 +177,6 @@ class Issuer:
 
     async def close(self) -> None:
         await self.blocks.close()
-
-
-class _Refused(Exception):
-    """The series cannot serve the request at all, whatever number it would get."""
-
-    def __init__(self, problem: Problem) -> None:
-        self.problem = problem
-
-
-def _unused(issued: Issued) -> bytes:
-    """A reservation's answer is built by its route: no stored answer needs its bytes."""
-    raise AssertionError("a reservation has no Idempotency-Key whose answer is stored")
 
 
 def _replay(claim: Claim | None, stored: Replayed) -> Answer:

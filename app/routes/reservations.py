@@ -7,19 +7,24 @@ under its series: an id of another series, or of another tenant's, is not found.
 import uuid
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Body, Path, Response
 
 from app import reservations
 from app.deps import (
+    IDEMPOTENCY_PROBLEMS,
     JSON_BODY_PROBLEMS,
+    IdempotencyKeyHeader,
     PrincipalDep,
     SeriesNameParam,
     ServicesDep,
+    json_answer,
     key_problems,
     success_headers,
 )
+from app.idempotency import REPLAYED_HEADER, claim_of
 from app.issuing.engine import check_count
-from app.issuing.issued import Hold
+from app.issuing.issued import Hold, Issued
 from app.problems import (
     NumberCollision,
     ReservationConfirmed,
@@ -42,10 +47,6 @@ ReservationIdParam = Annotated[
 ]
 
 
-def _location(name: str, reservation_id: uuid.UUID) -> str:
-    return f"/series/{name}/reservations/{reservation_id}"
-
-
 @router.post(
     "",
     status_code=201,
@@ -54,9 +55,10 @@ def _location(name: str, reservation_id: uuid.UUID) -> str:
     description="The numbers are taken as `next` (or `batch`) would take them and held until "
     "`expires_at`. Confirm them once the document is saved; release them if it is not. A "
     "released or expired gapless number is handed out again when nothing was issued after it, "
-    "and is otherwise voided with the reason `released` or `expired`.",
+    "and is otherwise voided with the reason `released` or `expired`. With an "
+    "`Idempotency-Key`, a retry gets the same reservation back.",
     responses={
-        **success_headers(201, "Location"),
+        **success_headers(201, "Location", REPLAYED_HEADER),
         **key_problems(
             *JSON_BODY_PROBLEMS,
             SeriesNotFound,
@@ -64,6 +66,7 @@ def _location(name: str, reservation_id: uuid.UUID) -> str:
             SeriesExhausted,
             TooManyCounters,
             NumberCollision,
+            *IDEMPOTENCY_PROBLEMS,
         ),
     },
 )
@@ -71,6 +74,7 @@ async def reserve_numbers(
     name: SeriesNameParam,
     principal: PrincipalDep,
     services: ServicesDep,
+    idempotency_key: IdempotencyKeyHeader = None,
     body: Annotated[ReserveRequest | None, Body()] = None,
 ) -> Response:
     body = body or ReserveRequest()
@@ -80,20 +84,22 @@ async def reserve_numbers(
     if ttl > settings.max_reservation_ttl_seconds:
         raise field_error("ttl_seconds", f"must be at most {settings.max_reservation_ttl_seconds}")
     series = await services.catalog.get(principal.tenant_id, name)
-    issued = await services.issuer.reserve(
+    answer = await services.issuer.issue(
         series,
         count=body.count,
         date=body.date,
         variables=body.variables,
+        claim=claim_of(idempotency_key, "reserveNumbers", body.model_dump(mode="json")),
+        respond=_reserved,
         hold=Hold(ttl, body.document_ref),
     )
-    out = reservations.reserved(issued)
-    return Response(
-        out.model_dump_json(),
-        201,
-        {"Location": _location(name, out.id)},
-        media_type="application/json",
-    )
+    reservation_id = orjson.loads(answer.body)["id"]
+    headers = {"Location": f"/series/{name}/reservations/{reservation_id}"}
+    return json_answer(answer.status, answer.body, replayed=answer.replayed, headers=headers)
+
+
+def _reserved(issued: Issued) -> bytes:
+    return reservations.reserved(issued).model_dump_json().encode()
 
 
 @router.get(

@@ -295,3 +295,20 @@ async def test_a_reservation_beyond_the_limits_is_refused(
     assert_problem(
         await client.post("/series/r/reservations", headers=tenant.issuer), 409, "series-archived"
     )
+
+
+@pytest.mark.parametrize("mode", ["gapless", "sequence"])
+async def test_a_reservation_retried_with_its_idempotency_key_gets_the_same_one_back(
+    client: httpx.AsyncClient, tenant: Tenant, mode: str
+) -> None:
+    await create_series(client, tenant, "r", mode=mode)
+    headers = {**tenant.issuer, "Idempotency-Key": "order-17"}
+    first = await client.post("/series/r/reservations", json={"count": 2}, headers=headers)
+    again = await client.post("/series/r/reservations", json={"count": 2}, headers=headers)
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert first.json() == again.json()
+    assert again.headers["location"] == first.headers["location"]
+    other = await client.post("/series/r/reservations", json={"count": 3}, headers=headers)
+    assert_problem(other, 422, "idempotency-key-reused")
+    assert await next_value(client, tenant) == 3

@@ -4,6 +4,8 @@ from docnum_client import DocnumClient
 
 with DocnumClient("http://localhost:8000", "dn_...") as docnum:
     number = docnum.next("invoice").number   # 'INV-2026-000123'
+    held = docnum.reserve("invoice", document_ref="SO-42")  # held until confirmed or released
+    docnum.confirm("invoice", held.id)
     for entry in docnum.ledger("invoice", status="voided"):
         print(entry.number, entry.void_reason)
 """
@@ -28,6 +30,11 @@ from docnum_client.errors import (
     Overloaded,
     PreconditionFailed,
     PreconditionRequired,
+    ReservationConfirmed,
+    ReservationEnded,
+    ReservationExpired,
+    ReservationNotFound,
+    ReservationReleased,
     SeriesArchived,
     SeriesExhausted,
     SeriesExists,
@@ -51,6 +58,7 @@ from docnum_client.models import (
     IssuedNumber,
     LedgerEntry,
     NewKey,
+    Reservation,
     Series,
 )
 
@@ -86,6 +94,12 @@ __all__ = [
     "Overloaded",
     "PreconditionFailed",
     "PreconditionRequired",
+    "Reservation",
+    "ReservationConfirmed",
+    "ReservationEnded",
+    "ReservationExpired",
+    "ReservationNotFound",
+    "ReservationReleased",
     "Series",
     "SeriesArchived",
     "SeriesExhausted",

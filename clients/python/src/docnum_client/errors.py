@@ -33,6 +33,11 @@ __all__ = [
     "Overloaded",
     "PreconditionFailed",
     "PreconditionRequired",
+    "ReservationConfirmed",
+    "ReservationEnded",
+    "ReservationExpired",
+    "ReservationNotFound",
+    "ReservationReleased",
     "SeriesArchived",
     "SeriesExhausted",
     "SeriesExists",
@@ -129,6 +134,12 @@ class KeyNotFound(NotFound):
     problem_type = "/problems/key-not-found"
 
 
+class ReservationNotFound(NotFound):
+    """The series has no such reservation (another tenant's are not visible)."""
+
+    problem_type = "/problems/reservation-not-found"
+
+
 class Conflict(DocnumError):
     problem_type, default_status = "/problems/conflict", 409
 
@@ -173,6 +184,26 @@ class LedgerDisabled(Conflict):
     """The series keeps no ledger, so its numbers cannot be looked up."""
 
     problem_type = "/problems/ledger-disabled"
+
+
+class ReservationEnded(Conflict):
+    """The reservation no longer holds its numbers, so it cannot be confirmed."""
+
+
+class ReservationReleased(ReservationEnded):
+    problem_type = "/problems/reservation-released"
+
+
+class ReservationExpired(ReservationEnded):
+    """The reservation was not confirmed before its ``expires_at``."""
+
+    problem_type = "/problems/reservation-expired"
+
+
+class ReservationConfirmed(Conflict):
+    """The reservation was confirmed, so it cannot be released: void its numbers instead."""
+
+    problem_type = "/problems/reservation-confirmed"
 
 
 class IdempotencyKeyInFlight(Conflict):

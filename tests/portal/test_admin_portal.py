@@ -882,3 +882,18 @@ async def test_the_series_list_counts_the_counters_of_a_period_kept_per_variable
     rows = {row[0].split()[0]: row for row in cells((await client.get("/admin/series")).text)}
     assert rows["branches"][4].split() == ["2", "counters", "all"]
     assert rows["plain"][4].split() == ["3", "all"]
+
+
+async def test_a_reserved_number_is_shown_and_found_as_reserved(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "held", format="H-{seq}")
+    await client.post("/series/held/next", headers=tenant.issuer)
+    reserved = await client.post("/series/held/reservations", headers=tenant.issuer)
+    assert reserved.status_code == 201, reserved.text
+    await signed_in_csrf(client, tenant)
+    page = await client.get("/admin/series/held")
+    assert page.status_code == 200
+    assert 'class="badge badge-info">reserved</span>' in page.text
+    only = await client.get("/admin/series/held", params={"status": "reserved"})
+    assert "H-2" in only.text and "H-1" not in only.text

@@ -41,10 +41,9 @@ class SingleIssuer(ABC):
         async with self._pool.acquire() as conn:
             if request.claim is None and request.hold is None:
                 return await self._take_and_record(conn, request)
-            if request.claim is None:
-                async with conn.transaction():
-                    return await self._take_and_record(conn, request)
             async with conn.transaction():
+                if request.claim is None:
+                    return await self._take_and_record(conn, request)
                 series, claim = request.series, request.claim
                 if not await idempotency.claim(conn, series, [claim], self._ttl):
                     return (await idempotency.replays(conn, series, [claim]))[claim.key]

@@ -16,7 +16,13 @@ from app import audit, cursors
 from app.database import Connection, Executor
 from app.definition import CounterKey, Series
 from app.issuing.issued import Issued
-from app.problems import AlreadyVoided, NotGapless, NumberCollision, NumberNotFound
+from app.problems import (
+    AlreadyVoided,
+    NotGapless,
+    NumberCollision,
+    NumberNotFound,
+    NumberReserved,
+)
 from app.schemas import (
     COUNTER_VARIABLES_PATTERN,
     MAX_BIGINT,
@@ -58,7 +64,7 @@ RETURNING {ENTRY_COLUMNS}
 """
 # One number, by the unique (series_id, number) index.
 SELECT_NUMBER = f"SELECT {ENTRY_COLUMNS} FROM numbers WHERE series_id = $1 AND number = $2"
-NUMBER_EXISTS = "SELECT EXISTS (SELECT 1 FROM numbers WHERE series_id = $1 AND number = $2)"
+NUMBER_STATUS = "SELECT status FROM numbers WHERE series_id = $1 AND number = $2"
 # Runs of missing values between consecutive recorded ones, plus after the last recorded, each
 # with the totals over every run (window aggregates, computed before LIMIT cuts the list). The
 # arithmetic runs in numeric: the value after the last one recorded may lie past the bigint limit.
@@ -263,7 +269,12 @@ async def void(
     async with conn.transaction():
         row = await conn.fetchrow(VOID_NUMBER, series.id, number, reason)
         if row is None:
-            if await conn.fetchval(NUMBER_EXISTS, series.id, number):
+            status = await conn.fetchval(NUMBER_STATUS, series.id, number)
+            if status == "reserved":
+                raise NumberReserved(
+                    f"{number} is reserved: release its reservation instead of voiding it."
+                )
+            if status is not None:
                 raise AlreadyVoided(f"{number} is already voided.")
             raise NumberNotFound(f"No number {number!r} in series {series.name!r}.")
         await audit.record(

@@ -200,6 +200,15 @@ class AlreadyVoided(Conflict):
     )
 
 
+class NumberReserved(Conflict):
+    slug, title = "number-reserved", "Number is reserved"
+    description = (
+        "The number is held by a reservation that was neither confirmed nor released. Release "
+        "the reservation (it is handed out again, or voided as released), or confirm it and "
+        "void the number then."
+    )
+
+
 class NotGapless(Conflict):
     slug, title = "not-gapless", "Only gapless numbers can be voided"
     description = (

@@ -312,3 +312,16 @@ async def test_a_reservation_retried_with_its_idempotency_key_gets_the_same_one_
     other = await client.post("/series/r/reservations", json={"count": 3}, headers=headers)
     assert_problem(other, 422, "idempotency-key-reused")
     assert await next_value(client, tenant) == 3
+
+
+async def test_a_reserved_number_cannot_be_voided_only_released(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "r", format="R-{seq}")
+    held = await reserve(client, tenant)
+    refused = await client.post(
+        "/series/r/numbers/R-1/void", json={"reason": "typo"}, headers=tenant.admin
+    )
+    assert_problem(refused, 409, "number-reserved")
+    assert (await entry(client, tenant, "R-1"))["status"] == "reserved"
+    assert (await confirm(client, tenant, held)).status_code == 200

@@ -2382,7 +2382,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
-            /** @description Number is already voided (`/problems/already-voided`); Only gapless numbers can be voided (`/problems/not-gapless`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
+            /** @description Number is already voided (`/problems/already-voided`); Number is reserved (`/problems/number-reserved`); Only gapless numbers can be voided (`/problems/not-gapless`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying. */

@@ -30,6 +30,7 @@ __all__ = [
     "NotFound",
     "NotGapless",
     "NumberNotFound",
+    "NumberReserved",
     "Overloaded",
     "PreconditionFailed",
     "PreconditionRequired",
@@ -172,6 +173,12 @@ class SeriesExhausted(Conflict):
 
 class AlreadyVoided(Conflict):
     problem_type = "/problems/already-voided"
+
+
+class NumberReserved(Conflict):
+    """The number is held by a reservation: release it instead of voiding the number."""
+
+    problem_type = "/problems/number-reserved"
 
 
 class NotGapless(Conflict):

@@ -141,13 +141,12 @@ class GaplessIssuer:
                         issued[id(waiter)] = waiter.request.render(run)
                     except Problem as problem:
                         raise _RenderFailed(waiter, problem) from None
-                held = [w for w in fresh if w.request.hold is not None]
+                held = [(w, w.request.hold) for w in fresh if w.request.hold is not None]
                 if held:
-                    terms = [(w.request.hold, issued[id(w)]) for w in held if w.request.hold]
-                    for waiter, reserved in zip(
-                        held, await reservations.hold(conn, series, counter, terms), strict=True
-                    ):
-                        issued[id(waiter)] = reserved
+                    terms = [(hold, issued[id(waiter)]) for waiter, hold in held]
+                    reserved = await reservations.hold(conn, series, counter, terms)
+                    for (waiter, _), item in zip(held, reserved, strict=True):
+                        issued[id(waiter)] = item
                 await record_numbers(conn, series, counter, list(issued.values()))
                 await idempotency.store(
                     conn,

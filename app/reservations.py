@@ -68,7 +68,7 @@ FOR UPDATE
 # One lapsed reservation no other sweeper holds, the highest values first: releasing the top of
 # a counter first lets the reservations below it be given back too.
 CLAIM_LAPSED = f"""
-SELECT r.series_id, s.mode, s.ledger, {", ".join("r." + c.strip() for c in COLUMNS.split(","))}
+SELECT r.series_id, s.mode, {", ".join("r." + c.strip() for c in COLUMNS.split(","))}
 FROM reservations AS r JOIN series AS s ON s.id = r.series_id
 WHERE r.status = 'reserved' AND r.expires_at <= now()
 ORDER BY r.last_value DESC
@@ -187,11 +187,10 @@ async def confirm(
             row = await _locked(conn, series, reservation_id)
             if row["status"] == "reserved" and not row["lapsed"]:
                 ref = document_ref or row["document_ref"]
-                if series.ledger:
-                    await conn.execute(ISSUE_HELD, *_held(series.id, row), ref)
+                await conn.execute(ISSUE_HELD, *_held(series.id, row), ref)
                 return _out(series, await _mark(conn, row, "confirmed", ref))
             if row["status"] == "reserved":
-                row = await _settle(conn, series.id, series.mode, series.ledger, row, "expired")
+                row = await _settle(conn, series.id, series.mode, row, "expired")
         if row["status"] == "confirmed":
             return _out(series, row)
         raise ENDED[row["status"]](
@@ -212,7 +211,7 @@ async def release(pool: asyncpg.Pool, series: Series, reservation_id: uuid.UUID)
             )
         if row["status"] == "reserved":
             outcome = "expired" if row["lapsed"] else "released"
-            row = await _settle(conn, series.id, series.mode, series.ledger, row, outcome)
+            row = await _settle(conn, series.id, series.mode, row, outcome)
         return _out(series, row)
 
 
@@ -226,7 +225,7 @@ async def expire_lapsed(pool: asyncpg.Pool) -> int:
             row = await conn.fetchrow(CLAIM_LAPSED)
             if row is None:
                 return expired
-            await _settle(conn, row["series_id"], row["mode"], row["ledger"], row, "expired")
+            await _settle(conn, row["series_id"], row["mode"], row, "expired")
         expired += 1
 
 
@@ -253,14 +252,11 @@ def _held(series_id: int, row: asyncpg.Record) -> tuple[Any, ...]:
 
 
 async def _settle(
-    conn: Connection,
-    series_id: int,
-    mode: str,
-    ledger: bool,
-    row: asyncpg.Record,
-    outcome: str,
+    conn: Connection, series_id: int, mode: str, row: asyncpg.Record, outcome: str
 ) -> asyncpg.Record:
-    """Release or expire a reservation whose row this transaction holds locked."""
+    """Release or expire a reservation whose row this transaction holds locked. Its ledger rows
+    are settled whether or not the series keeps a ledger now: it may have been turned off since
+    they were recorded."""
     values: list[int] = list(row["values"])
     given_back = mode == "gapless" and (
         await conn.fetchval(
@@ -270,7 +266,7 @@ async def _settle(
     )
     if given_back:
         await conn.execute(DROP_HELD, *_held(series_id, row))
-    elif ledger:
+    else:
         await conn.execute(VOID_HELD, *_held(series_id, row), outcome)
     return await _mark(conn, row, outcome, row["document_ref"])
 

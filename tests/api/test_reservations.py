@@ -325,3 +325,21 @@ async def test_a_reserved_number_cannot_be_voided_only_released(
     assert_problem(refused, 409, "number-reserved")
     assert (await entry(client, tenant, "R-1"))["status"] == "reserved"
     assert (await confirm(client, tenant, held)).status_code == 200
+
+
+async def test_reserved_numbers_are_settled_in_the_ledger_even_after_it_was_turned_off(
+    client: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool
+) -> None:
+    await create_series(client, tenant, "r", format="R-{seq}", mode="sequence", ledger=True)
+    confirmed = await reserve(client, tenant)
+    released = await reserve(client, tenant)
+    off = await client.patch("/series/r", json={"ledger": False}, headers=tenant.admin)
+    assert off.status_code == 200, off.text
+    assert (await confirm(client, tenant, confirmed)).status_code == 200
+    assert (await release(client, tenant, released)).status_code == 200
+    rows = await pool.fetch(
+        "SELECT n.number, n.status FROM numbers AS n JOIN series AS s ON s.id = n.series_id "
+        "WHERE s.tenant_id = $1 ORDER BY n.value",
+        tenant.id,
+    )
+    assert [tuple(r) for r in rows] == [("R-1", "issued"), ("R-2", "voided")]

@@ -34,6 +34,9 @@ CLIENTS = 24
 REQUESTS_PER_CLIENT = 40
 FORMAT = "RR-{seq:08}"
 SETTLE_WITHIN = 120.0
+# A connection is reused only while surely open: the server drops idle ones after 5 s, and a
+# client's second connection (a confirm and a release sent at once) may idle that long.
+LIMITS = httpx.Limits(keepalive_expiry=1.0)
 LAPSE = "UPDATE reservations SET expires_at = now() - interval '1 second' WHERE id = $1"
 HELD = """
 SELECT count(*) FROM reservations AS r JOIN series AS s ON s.id = r.series_id
@@ -77,7 +80,9 @@ async def run_clients(
 
     async def client(index: int) -> None:
         url = processes[index % len(processes)].url
-        async with httpx.AsyncClient(base_url=url, headers=tenant.issuer, timeout=60) as http:
+        async with httpx.AsyncClient(
+            base_url=url, headers=tenant.issuer, timeout=60, limits=LIMITS
+        ) as http:
             for sent in range(REQUESTS_PER_CLIENT):
                 kind = (index + sent) % 10
                 count = 1 + (index + sent) % 3

@@ -36,6 +36,7 @@ from typing import Any
 
 import asyncpg
 
+from app import metrics
 from app.database import Connection, Executor
 from app.definition import CounterKey, Series
 from app.issuing.issued import Hold, Issued, Reservation
@@ -180,17 +181,22 @@ async def find(conn: Executor, series: Series, reservation_id: uuid.UUID) -> Res
 async def confirm(
     pool: asyncpg.Pool, series: Series, reservation_id: uuid.UUID, document_ref: str | None
 ) -> ReservationOut:
-    """Issue the reservation's numbers; confirmed again, answer the same. A released or expired
-    one is a 409 (an expiry that the sweeper has not reached yet happens now)."""
+    """Issue the reservation's numbers (counted as issued once committed); confirmed again,
+    answer the same. A released or expired one is a 409 (an expiry that the sweeper has not
+    reached yet happens now)."""
+    confirmed_now = False
     async with pool.acquire() as conn:
         async with conn.transaction():
             row = await _locked(conn, series, reservation_id)
             if row["status"] == "reserved" and not row["lapsed"]:
                 ref = document_ref or row["document_ref"]
                 await conn.execute(ISSUE_HELD, *_held(series.id, row), ref)
-                return _out(series, await _mark(conn, row, "confirmed", ref))
-            if row["status"] == "reserved":
+                row = await _mark(conn, row, "confirmed", ref)
+                confirmed_now = True
+            elif row["status"] == "reserved":
                 row = await _settle(conn, series.id, series.mode, row, "expired")
+        if confirmed_now:
+            metrics.count_issued(series, len(row["values"]))
         if row["status"] == "confirmed":
             return _out(series, row)
         raise ENDED[row["status"]](

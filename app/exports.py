@@ -86,12 +86,18 @@ async def csv_response(
     variables: str | None,
     status: str | None,
     filename: str,
+    document_ref: str | None = None,
 ) -> ExportResponse:
     """The ledger of ``series`` as a streamed CSV, within this process's export limit."""
     slots.take()
     try:
         chunks = await ledger.csv_chunks(
-            pool, series, period=period, variables=variables, status=status
+            pool,
+            series,
+            period=period,
+            variables=variables,
+            status=status,
+            document_ref=document_ref,
         )
     except BaseException:
         slots.give_back()

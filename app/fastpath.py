@@ -169,8 +169,9 @@ async def _issue(
         count=count,
         date=body.date,
         variables=body.variables,
-        claim=claim_of(key, action, body.model_dump(mode="json")),
+        claim=claim_of(key, action, body.fingerprint()),
         respond=respond,
+        document_ref=body.document_ref,
     )
     headers = [REPLAYED] if answer.replayed else []
     if series.ledger:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import functools
 import re
 import string
 import typing
@@ -243,12 +244,72 @@ class Template:
             )
         return [f"{prefix}{str(value).zfill(pad)}{suffix}" for value in values]
 
+    def parse(self, number: str, *, series: str) -> Parsed | None:
+        """What ``number`` reads as under this template, or None when it cannot be one of its
+        renderings: the counter value, the digits of each date token and the variables.
+
+        For a template that check_template() accepted, a string has at most one reading that
+        differs in value or dates (else two issues would render alike), so the first reading
+        found is the one: render() of its value, a date with those digits and its variables
+        gives ``number`` back. A date token's digits are read, not checked: the caller compares
+        them with the document's date (a month "13" reads, and matches no date).
+        """
+        if len(number) > MAX_NUMBER_LENGTH:
+            return None
+        found = _reader(self, series).fullmatch(number)
+        if found is None:
+            return None
+        groups = found.groupdict()
+        return Parsed(
+            value=int(groups["seq"]),
+            dates={name: groups[f"d_{name}"] for name in self.uses()},
+            variables={name: groups[f"v_{name}"] for name in self.variables},
+        )
+
     def uses(self) -> frozenset[str]:
         """Which of the date tokens (DATE_TOKENS) appear in the template."""
         return frozenset(part.name for part in self.parts if isinstance(part, DatePart))
 
     def __str__(self) -> str:
         return "".join(_escape(part) if isinstance(part, str) else str(part) for part in self.parts)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Parsed:
+    """A number read back: its counter value, the digits of each date token by name (as
+    DATE_TOKENS names them) and the value of each variable."""
+
+    value: int
+    dates: dict[str, str]
+    variables: dict[str, str]
+
+
+@functools.lru_cache(maxsize=1024)
+def _reader(template: Template, series: str) -> re.Pattern[str]:
+    """A regular expression that matches what ``template`` renders, one group per token: the
+    first occurrence of a date token or a variable is captured, a repeat must read the same."""
+    pieces: list[str] = []
+    seen: set[str] = set()
+    for part in template.parts:
+        if isinstance(part, str):
+            pieces.append(re.escape(part))
+        elif isinstance(part, SeriesName):
+            pieces.append(re.escape(series))
+        elif isinstance(part, Seq):
+            # str(value).zfill(pad): exactly pad digits, or more without a leading zero
+            pad = part.pad or 1
+            pieces.append(f"(?P<seq>[0-9]{{{pad}}}|[1-9][0-9]{{{pad},}})")
+        else:
+            group = f"d_{part.name}" if isinstance(part, DatePart) else f"v_{part.name}"
+            if group in seen:
+                pieces.append(f"(?P={group})")
+                continue
+            seen.add(group)
+            if isinstance(part, DatePart):
+                pieces.append(f"(?P<{group}>[0-9]{{{_DATE_WIDTHS[part.name]}}})")
+            else:
+                pieces.append(f"(?P<{group}>[A-Za-z0-9_-]{{1,32}})")
+    return re.compile("".join(pieces))
 
 
 def parse_template(source: str) -> Template:

@@ -34,18 +34,22 @@ from app.schemas import (
     encode_variables,
 )
 
-# Reserved numbers ($8 true for each) are held with their reservation's document reference ($9).
+# Reserved numbers ($9 true for each) are recorded with the status 'reserved'.
 INSERT_NUMBERS = """
-INSERT INTO numbers (series_id, period, variables, value, number, date, issued_at, status,
-                     document_ref)
-SELECT $1, $2, $3, value, number, date, $7,
-       CASE WHEN reserved THEN 'reserved' ELSE 'issued' END, document_ref
-FROM unnest($4::bigint[], $5::text[], $6::date[], $8::boolean[], $9::text[])
-    AS u (value, number, date, reserved, document_ref)
+INSERT INTO numbers (series_id, period, variables, value, number, date, issued_at, document_ref,
+                     status)
+SELECT $1, $2, $3, value, number, date, $7, document_ref,
+       CASE WHEN reserved THEN 'reserved' ELSE 'issued' END
+FROM unnest($4::bigint[], $5::text[], $6::date[], $8::text[], $9::boolean[])
+    AS u (value, number, date, document_ref, reserved)
 """
-ENTRY_COLUMNS = "value, number, period, variables, date, status, issued_at, void_reason, voided_at"
+ENTRY_COLUMNS = (
+    "value, number, period, variables, date, status, issued_at, void_reason, voided_at, "
+    "document_ref, external"
+)
 # Keyset paging on the primary key: stable under concurrent inserts, no OFFSET scans. $2 and $3
-# filter by counter (period, variables), $4 by status.
+# filter by counter (period, variables), $4 by status, $9 by document reference (its index
+# finds the few entries of one document).
 SELECT_PAGE = f"""
 SELECT {ENTRY_COLUMNS}
 FROM numbers
@@ -53,6 +57,7 @@ WHERE series_id = $1
   AND ($2::text IS NULL OR period = $2)
   AND ($3::text IS NULL OR variables = $3)
   AND ($4::text IS NULL OR status = $4)
+  AND ($9::text IS NULL OR document_ref = $9)
   AND (period, variables, value) > ($5, $6, $7)
 ORDER BY period, variables, value
 LIMIT $8
@@ -61,6 +66,13 @@ VOID_NUMBER = f"""
 UPDATE numbers SET status = 'voided', void_reason = $3, voided_at = now()
 WHERE series_id = $1 AND number = $2 AND status = 'issued'
 RETURNING {ENTRY_COLUMNS}
+"""
+# Sets the document reference of one number; the previous one is read from the row as it was.
+ANNOTATE_NUMBER = f"""
+UPDATE numbers AS n SET document_ref = $3
+FROM (SELECT document_ref FROM numbers WHERE series_id = $1 AND number = $2 FOR UPDATE) AS old
+WHERE n.series_id = $1 AND n.number = $2
+RETURNING old.document_ref AS previous, {", ".join("n." + c for c in ENTRY_COLUMNS.split(", "))}
 """
 # One number, by the unique (series_id, number) index.
 SELECT_NUMBER = f"SELECT {ENTRY_COLUMNS} FROM numbers WHERE series_id = $1 AND number = $2"
@@ -100,7 +112,7 @@ async def record_numbers(
     conn: Connection, series: Series, counter: CounterKey, issued: list[Issued]
 ) -> None:
     """One statement for the whole group or batch, whatever its size. Numbers that carry a
-    reservation are recorded as reserved, with its document reference.
+    reservation are recorded as reserved.
 
     The ledger's unique constraints are the last word on uniqueness: a number that reads like
     one already recorded (variables can combine that way, or a changed format) raises
@@ -119,12 +131,8 @@ async def record_numbers(
             [n for item in issued for n in item.numbers],
             [item.date for item in issued for _ in item.values],
             issued[0].issued_at,
+            [item.document_ref for item in issued for _ in item.values],
             [item.reservation is not None for item in issued for _ in item.values],
-            [
-                item.reservation.document_ref if item.reservation else None
-                for item in issued
-                for _ in item.values
-            ],
         )
     except asyncpg.UniqueViolationError:
         raise NumberCollision(
@@ -165,9 +173,12 @@ async def page(
     status: str | None,
     cursor: str | None,
     limit: int,
+    document_ref: str | None = None,
 ) -> tuple[list[LedgerEntry], str | None]:
     after = decode_cursor(cursor)
-    rows = await conn.fetch(SELECT_PAGE, series.id, period, variables, status, *after, limit + 1)
+    rows = await conn.fetch(
+        SELECT_PAGE, series.id, period, variables, status, *after, limit + 1, document_ref
+    )
     entries = [LedgerEntry(**dict(row)) for row in rows[:limit]]
     more = len(rows) > limit
     return entries, encode_cursor(entries[-1]) if more else None
@@ -183,6 +194,8 @@ CSV_COLUMNS = (
     "issued_at",
     "void_reason",
     "voided_at",
+    "document_ref",
+    "external",
 )
 
 
@@ -218,6 +231,7 @@ async def csv_chunks(
     period: str | None,
     variables: str | None,
     status: str | None,
+    document_ref: str | None = None,
 ) -> AsyncIterator[str]:
     """The ledger as CSV, one chunk per keyset page (API and portal).
 
@@ -230,7 +244,7 @@ async def csv_chunks(
 
     async def rows_after(after: tuple[str, str, int]) -> list[asyncpg.Record]:
         return await pool.fetch(
-            SELECT_PAGE, series.id, period, variables, status, *after, CSV_PAGE_ROWS
+            SELECT_PAGE, series.id, period, variables, status, *after, CSV_PAGE_ROWS, document_ref
         )
 
     def render(rows: list[asyncpg.Record], header: bool) -> str:
@@ -286,6 +300,30 @@ async def void(
             details={"number": number, "reason": reason},
         )
     return LedgerEntry(**dict(row))
+
+
+async def annotate(
+    conn: Connection, series: Series, number: str, document_ref: str, *, actor: str
+) -> LedgerEntry:
+    """Attach ``document_ref`` to a number of the ledger (whatever its status), audited with the
+    reference it replaces; setting the reference it has changes nothing and is not audited."""
+    async with conn.transaction():
+        row = await conn.fetchrow(ANNOTATE_NUMBER, series.id, number, document_ref)
+        if row is None:
+            raise NumberNotFound(f"No number {number!r} in series {series.name!r}.")
+        entry = dict(row)
+        previous = entry.pop("previous")
+        if previous == document_ref:
+            return LedgerEntry(**entry)
+        await audit.record(
+            conn,
+            tenant_id=series.tenant_id,
+            actor=actor,
+            action="number.annotated",
+            series=series.name,
+            details={"number": number, "document_ref": document_ref, "previous": previous},
+        )
+    return LedgerEntry(**entry)
 
 
 async def gaps(conn: Executor, series: Series, counter: CounterKey) -> GapReport:

@@ -250,6 +250,32 @@ class ReservationConfirmed(Conflict):
     )
 
 
+class NumberExists(Conflict):
+    slug, title = "number-exists", "The number is already in the ledger"
+    description = (
+        "A number recorded from elsewhere is already in the ledger, or its counter's value is "
+        "(issued, voided, or recorded before). Nothing was recorded; look the number up."
+    )
+
+
+class NumberHeld(Conflict):
+    slug, title = "number-held", "The series may still hand this value out"
+    description = (
+        "In cached mode, values below the counter's top may be held in a process's block and "
+        "handed out later, so a number with such a value cannot be recorded from elsewhere. "
+        "Numbers above the counter can be."
+    )
+
+
+class CounterNotRaised(Conflict):
+    slug, title = "counter-not-raised", "A counter only moves up"
+    description = (
+        "The value sent is at or below the counter's last value. A counter is never moved down "
+        "(numbers already handed out would be handed out again); read the series' counters and "
+        "send a higher value, or none."
+    )
+
+
 class IdempotencyKeyInFlight(Conflict):
     slug, title = "idempotency-key-in-flight", "A request with this Idempotency-Key is in progress"
     description = (
@@ -316,6 +342,15 @@ class InvalidRequest(Problem):
     description = (
         "A field, parameter or header is invalid; `errors` names each one with the "
         "reason. Fix them before sending the request again."
+    )
+
+
+class NumberUnreadable(InvalidRequest):
+    slug, title = "number-unreadable", "Not a number of this series"
+    description = (
+        "The number does not read as one the series renders for the document's date, with "
+        "any format it had, and a value its counter counts. Check the number, the date and "
+        "the series."
     )
 
 

@@ -41,6 +41,7 @@ from app.database import Connection, Executor
 from app.definition import CounterKey, Series
 from app.issuing.issued import Hold, Issued, Reservation
 from app.problems import (
+    LedgerDisabled,
     ReservationConfirmed,
     ReservationExpired,
     ReservationNotFound,
@@ -130,7 +131,7 @@ async def hold(
                 issued.values,
                 issued.numbers,
                 max(issued.values),
-                terms.document_ref,
+                issued.document_ref,
                 terms.ttl_seconds,
                 issued.issued_at,
             )
@@ -139,8 +140,8 @@ async def hold(
     )
     expiry = {row["id"]: row["expires_at"] for row in await conn.fetch(SELECT_EXPIRY, ids)}
     return [
-        dataclasses.replace(issued, reservation=Reservation(rid, terms.document_ref, expiry[rid]))
-        for rid, (terms, issued) in zip(ids, held, strict=True)
+        dataclasses.replace(issued, reservation=Reservation(rid, expiry[rid]))
+        for rid, (_, issued) in zip(ids, held, strict=True)
     ]
 
 
@@ -156,7 +157,7 @@ def reserved(issued: Issued) -> ReservationOut:
         count=len(issued.values),
         numbers=issued.numbers,
         values=issued.values,
-        document_ref=issued.reservation.document_ref,
+        document_ref=issued.document_ref,
         reserved_at=issued.issued_at,
         expires_at=issued.reservation.expires_at,
         settled_at=None,
@@ -184,6 +185,11 @@ async def confirm(
     """Issue the reservation's numbers (counted as issued once committed); confirmed again,
     answer the same. A released or expired one is a 409 (an expiry that the sweeper has not
     reached yet happens now)."""
+    if document_ref is not None and not series.ledger:
+        raise LedgerDisabled(
+            f"Series {series.name!r} keeps no ledger, so it cannot keep a document_ref; confirm "
+            "without one, or turn the ledger on."
+        )
     confirmed_now = False
     async with pool.acquire() as conn:
         async with conn.transaction():

@@ -103,6 +103,9 @@ DocumentRef = Annotated[
     str, Field(min_length=1, max_length=200, pattern=LINE_PATTERN, examples=["SO-2026-0042"])
 ]
 
+# Why a person did something (voided a number, set a counter), for the ledger and the audit.
+Reason = Annotated[str, Field(min_length=1, max_length=500, pattern=TEXT_PATTERN)]
+
 
 class SeriesFields(StrictModel):
     """What defines a series, apart from its name; shared by create and update."""
@@ -305,6 +308,19 @@ class NextRequest(StrictModel):
         default=None, description="The document's date; decides the period. Default: today."
     )
     variables: Variables = Field(default_factory=dict)
+    document_ref: DocumentRef | None = Field(
+        default=None,
+        description="The document that carries the number (every number of a batch): kept in "
+        "the ledger, found by `GET /series/{name}/numbers?document_ref=`. Needs a ledger.",
+    )
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What an Idempotency-Key's request hash covers: the body, without a reference when
+        none was sent, so a request hashes as it did before references existed."""
+        body = self.model_dump(mode="json")
+        if body["document_ref"] is None:
+            del body["document_ref"]
+        return body
 
 
 class BatchRequest(NextRequest):
@@ -380,6 +396,8 @@ class LedgerEntry(BaseModel):
                     "issued_at": "2026-03-31T14:05:09.123456Z",
                     "void_reason": "Order cancelled before delivery",
                     "voided_at": "2026-04-01T08:00:00Z",
+                    "document_ref": "SO-2026-0042",
+                    "external": False,
                 }
             ]
         }
@@ -396,6 +414,12 @@ class LedgerEntry(BaseModel):
     issued_at: datetime.datetime
     void_reason: str | None
     voided_at: datetime.datetime | None
+    document_ref: str | None = Field(description="The document that carries the number.")
+    external: bool = Field(
+        description="Not issued here: recorded from elsewhere (`POST /series/{name}/numbers`), "
+        "or, voided, a value a counter passed when set by hand (a number recorded from "
+        "elsewhere may take its place)."
+    )
 
 
 class LedgerPage(Page):
@@ -414,6 +438,8 @@ class LedgerPage(Page):
                             "issued_at": "2026-03-31T14:05:09.123456Z",
                             "void_reason": None,
                             "voided_at": None,
+                            "document_ref": "SO-2026-0042",
+                            "external": False,
                         }
                     ],
                     "next_cursor": None,
@@ -505,7 +531,108 @@ class VoidRequest(StrictModel):
         json_schema_extra={"examples": [{"reason": "Order cancelled before delivery"}]}
     )
 
-    reason: str = Field(min_length=1, max_length=500, pattern=TEXT_PATTERN)
+    reason: Reason
+
+
+class NumberPatch(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"document_ref": "SO-2026-0042"}]})
+
+    document_ref: DocumentRef = Field(
+        description="The document that carries the number; replaces the one it had, if any."
+    )
+
+
+class CounterSet(StrictModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "last_value": 4711,
+                    "reason": "Go-live: numbers up to 4711 were issued by the previous system",
+                }
+            ]
+        }
+    )
+
+    last_value: Annotated[int, Field(ge=0, le=MAX_BIGINT)] = Field(
+        description="The last value taken: the next number gets the one after. Only upwards."
+    )
+    reason: Reason = Field(description="Why; kept as the void reason of every value passed.")
+    variables: Variables = Field(
+        default_factory=dict,
+        description="The {var:...} values of the counter, as `next` takes them.",
+    )
+    date: datetime.date | None = Field(
+        default=None,
+        description="A date in the period, that the values a gapless counter passes are recorded "
+        "with; default: the period's first day.",
+    )
+
+
+class CounterChange(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "period": "2026",
+                    "variables": {},
+                    "previous": None,
+                    "last_value": 4711,
+                    "voided": 4711,
+                }
+            ]
+        }
+    )
+
+    period: str
+    variables: CounterVariables
+    previous: int | None = Field(description="The counter's last value before; null: none.")
+    last_value: int
+    voided: int = Field(description="Values recorded as voided with the reason (gapless).")
+
+
+class ExternalNumber(StrictModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"number": "INV-2026-004712", "date": "2026-05-04", "document_ref": "PAPER-17"}
+            ]
+        }
+    )
+
+    number: str = Field(min_length=1, max_length=64, pattern=LINE_PATTERN)
+    date: datetime.date = Field(description="The document's date; decides the period.")
+    document_ref: DocumentRef | None = None
+
+
+class NextPreview(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "series": "invoice",
+                    "number": "INV-2026-000124",
+                    "value": 124,
+                    "period": "2026",
+                    "variables": {},
+                    "date": "2026-03-31",
+                    "mode": "gapless",
+                }
+            ]
+        }
+    )
+
+    series: str
+    number: str
+    value: int
+    period: str
+    variables: CounterVariables
+    date: datetime.date
+    mode: Mode = Field(
+        description="gapless and sequence: the next request gets this number unless another "
+        "comes first. cached: the first value no process holds; a process holding a block hands "
+        "out lower ones first."
+    )
 
 
 # The most runs a gap report lists; its totals count every run.
@@ -615,6 +742,9 @@ Action = Literal[
     "series.archived",
     "series.restored",
     "number.voided",
+    "number.annotated",
+    "number.recorded",
+    "counter.set",
     "key.created",
     "key.revoked",
 ]

@@ -2,9 +2,9 @@
 number; the CSV download.
 
 The ledger, the gap report and the CSV are filtered alike: by period, by a counter's variable
-values and by status, as the API's ``period``, ``variables`` and ``status`` parameters do. The gap
-report is per counter, so it is shown only once the filter names one counter (or the period has
-at most one).
+values and by status, as the API's ``period``, ``variables`` and ``status`` parameters do; the
+ledger and the CSV also by a document reference (``document_ref``). The gap report is per
+counter, so it is shown only once the filter names one counter (or the period has at most one).
 """
 
 import re
@@ -25,6 +25,7 @@ from app.deps import ServicesDep
 from app.problems import LedgerDisabled, Problem
 from app.schemas import (
     COUNTER_VARIABLES_PATTERN,
+    LINE_PATTERN,
     PERIOD_PATTERN,
     CounterValue,
     GapReport,
@@ -46,6 +47,7 @@ NO_VARIABLES = "none"
 PeriodFilter = Annotated[str, Query(max_length=16)]
 VariablesFilter = Annotated[str, Query(max_length=1000)]
 StatusFilter = Annotated[str, Query(max_length=10)]
+DocumentFilter = Annotated[str, Query(max_length=200)]
 NumberQuery = Annotated[str, Query(min_length=1, max_length=64)]
 
 
@@ -56,17 +58,21 @@ class LedgerFilter:
     period: str | None
     variables: str | None  # a counter's variables, encoded as the ledger stores them
     status: str | None
+    document_ref: str | None = None
 
     @classmethod
-    def of(cls, period: str, variables: str, status: str) -> "LedgerFilter":
-        """Anything that is not a period, a counter's variables or a status filters nothing."""
+    def of(cls, period: str, variables: str, status: str, document_ref: str = "") -> "LedgerFilter":
+        """Anything that is not a period, a counter's variables, a status or a document
+        reference filters nothing."""
         chosen_variables = "" if variables == NO_VARIABLES else variables or None
         if chosen_variables and not re.fullmatch(COUNTER_VARIABLES_PATTERN, chosen_variables):
             chosen_variables = None
+        reference = document_ref.strip()
         return cls(
             period if re.fullmatch(PERIOD_PATTERN, period) else None,
             chosen_variables,
             status if status in STATUSES else None,
+            reference if reference and re.fullmatch(LINE_PATTERN, reference) else None,
         )
 
     @property
@@ -77,7 +83,12 @@ class LedgerFilter:
     @property
     def query(self) -> str:
         """The filter as the query of a portal link (without the "?")."""
-        chosen = {"period": self.period, "variables": self.variables_param, "status": self.status}
+        chosen = {
+            "period": self.period,
+            "variables": self.variables_param,
+            "status": self.status,
+            "document_ref": self.document_ref,
+        }
         return urlencode({k: v for k, v in chosen.items() if v is not None})
 
 
@@ -129,11 +140,12 @@ async def series_page(
     period: PeriodFilter = "",
     variables: VariablesFilter = "",
     status: StatusFilter = "",
+    document_ref: DocumentFilter = "",
     cursor: Annotated[str, Query(max_length=200)] = "",
 ) -> Response:
     pool = services.pool
     found = await series_sql.fetch(pool, signed_in.principal.tenant_id, name)
-    chosen = LedgerFilter.of(period, variables, status)
+    chosen = LedgerFilter.of(period, variables, status, document_ref)
     now = services.issuer.clock()
     current = found.current_period(now)
     counters = [CounterRow.of(c) for c in await series_sql.counters(pool, found)]
@@ -150,6 +162,7 @@ async def series_page(
             status=chosen.status,
             cursor=cursor,
             limit=PAGE_SIZE,
+            document_ref=chosen.document_ref,
         )
         if gap_counter is not None:
             gaps = await ledger.gaps(pool, found, gap_counter)
@@ -181,11 +194,12 @@ async def ledger_csv(
     period: PeriodFilter = "",
     variables: VariablesFilter = "",
     status: StatusFilter = "",
+    document_ref: DocumentFilter = "",
 ) -> Response:
     found = await series_sql.fetch(services.pool, signed_in.principal.tenant_id, name)
     if not found.ledger:
         raise LedgerDisabled(f"Series {name!r} does not record its numbers (ledger is off).")
-    chosen = LedgerFilter.of(period, variables, status)
+    chosen = LedgerFilter.of(period, variables, status, document_ref)
     counter = f"-{chosen.variables}" if chosen.variables else ""
     filename = f"{name}-{chosen.period or 'all'}{counter}-ledger.csv"
     return await exports.csv_response(
@@ -196,6 +210,7 @@ async def ledger_csv(
         variables=chosen.variables,
         status=chosen.status,
         filename=filename,
+        document_ref=chosen.document_ref,
     )
 
 

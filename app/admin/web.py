@@ -93,6 +93,8 @@ NOTICES = {
     "changed": "The series was saved.",
     "archived": "The series was archived: it issues no more numbers.",
     "voided": "{subject} was voided.",
+    "counter-set": "The counter of {subject} was set.",
+    "recorded": "{subject} was recorded.",
     "revoked": "Key {subject} was revoked.",
     "signed-out": "You are signed out.",
 }

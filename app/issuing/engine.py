@@ -21,14 +21,14 @@ import asyncpg
 
 from app import idempotency, metrics
 from app import series as series_sql
-from app.definition import CounterKey, Series, StaleDefinition
+from app.definition import CounterKey, Format, Series, StaleDefinition
 from app.formatting import Template
 from app.issuing.blocks import BlockIssuer
 from app.issuing.counters import DEFAULT_LIMITS, CounterLimits
 from app.issuing.gapless import GaplessIssuer
 from app.issuing.issued import Claim, Hold, Issued, Outcome, Replayed, Request, Respond
 from app.issuing.sequences import SequenceIssuer
-from app.problems import Problem, SeriesArchived, Unavailable, field_error
+from app.problems import LedgerDisabled, Problem, SeriesArchived, Unavailable, field_error
 from app.schemas import Mode
 
 
@@ -105,21 +105,37 @@ class Issuer:
         variables: Mapping[str, str],
         claim: Claim | None,
         respond: Respond,
+        document_ref: str | None = None,
         hold: Hold | None = None,
     ) -> Answer:
         """Issue ``count`` numbers, or replay the answer ``claim``'s key already got. With a
         ``hold``, reserve them instead (app.reservations): taken exactly as an issue takes them.
 
         A request that read a definition changed since takes nothing (StaleDefinition) and runs
-        again on the series as it now is.
+        again on the series as it now is. A ``document_ref`` is kept with the numbers in the
+        ledger; a series without one refuses it rather than lose it.
         """
         for _ in range(MAX_RELOADS):
             try:
-                template, counter, day = self._resolve(series, date, variables)
+                if document_ref is not None and not series.ledger:
+                    raise LedgerDisabled(
+                        f"Series {series.name!r} keeps no ledger, so it cannot keep a "
+                        "document_ref; send the request without one, or turn the ledger on."
+                    )
+                template, counter, day = self.resolve(series, date, variables)
             except Problem as refusal:
                 return await self._answer_despite(refusal, series, claim)
             request = Request(
-                series, template, counter, day, count, variables, claim, respond, hold
+                series,
+                template,
+                counter,
+                day,
+                count,
+                variables,
+                claim,
+                respond,
+                document_ref,
+                hold,
             )
             try:
                 outcome = await self._dispatch(request)
@@ -144,7 +160,7 @@ class Issuer:
             raise refusal
         return _replay(claim, stored)
 
-    def _resolve(
+    def resolve(
         self, series: Series, date: datetime.date | None, variables: Mapping[str, str]
     ) -> tuple[Template, CounterKey, datetime.date]:
         """The request's date, the format in force on it and the counter its number takes; or
@@ -152,22 +168,31 @@ class Issuer:
         if series.archived_at is not None:
             raise SeriesArchived(f"Series {series.name!r} is archived and issues no numbers.")
         day = date or series.today(self.clock())
+        entry = series.format_for(day)
+        self.check_date(day, entry)
+        missing = sorted(entry.template.variables - variables.keys())
+        if missing:
+            raise field_error("variables", f"missing {', '.join(missing)}")
+        return entry.template, series.counter(day, entry.template, variables), day
+
+    def check_date(self, day: datetime.date, entry: Format) -> None:
+        """Refuse a document date outside the service's window, or one that ``entry`` cannot
+        tell from a date a century away (its only year is ``{YY}``)."""
         window = self.window
         if not window.earliest <= day <= window.latest:
             raise field_error(
                 "date", f"must be from {window.earliest} to {window.latest} (the service's window)"
             )
-        entry = series.format_for(day)
         if entry.window is not None and not entry.window[0] <= day <= entry.window[1]:
             raise field_error(
                 "date",
                 f"the format {entry.format!r} shows the year with two digits, which tells years "
                 f"apart only from {entry.window[0].year} to {entry.window[1].year}",
             )
-        missing = sorted(entry.template.variables - variables.keys())
-        if missing:
-            raise field_error("variables", f"missing {', '.join(missing)}")
-        return entry.template, series.counter(day, entry.template, variables), day
+
+    async def reload(self, series: Series) -> Series:
+        """The series as it is now, after a statement found its definition stale."""
+        return await self._reload(series)
 
     async def _read_again(self, series: Series) -> Series:
         return await series_sql.fetch(self._pool, series.tenant_id, series.name)

@@ -25,11 +25,9 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """What a reservation asks for besides its numbers: how long to hold them, and for which
-    document."""
+    """What a reservation asks for besides its numbers: how long to hold them."""
 
     ttl_seconds: int
-    document_ref: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +35,6 @@ class Reservation:
     """The reservation that holds numbers just taken, as recorded with them."""
 
     id: uuid.UUID
-    document_ref: str | None
     expires_at: datetime.datetime
 
 
@@ -49,6 +46,7 @@ class Issued:
     issued_at: datetime.datetime
     values: list[int]
     numbers: list[str]
+    document_ref: str | None = None  # kept in the ledger with every one of the numbers
     reservation: Reservation | None = None  # set when the numbers are reserved, not issued
 
 
@@ -76,6 +74,7 @@ class Request:
     claim: Claim | None
     # Builds the response body; for an idempotent request the same bytes are stored for replays.
     respond: Respond
+    document_ref: str | None = None
     hold: Hold | None = None  # reserve the numbers instead of issuing them
 
     @property
@@ -100,4 +99,5 @@ class Request:
             issued_at=datetime.datetime.now(datetime.UTC),
             values=values,
             numbers=numbers,
+            document_ref=self.document_ref,
         )

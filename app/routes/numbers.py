@@ -9,9 +9,10 @@ A ``201`` names what it issued in ``Location``: the lookup URL of the number (of
 a batch), when the series keeps the ledger that serves it; replays carry it too.
 """
 
+import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from app import exports, fastpath, ledger
 from app.database import Connection
@@ -34,14 +35,19 @@ from app.deps import (
     success_headers,
 )
 from app.idempotency import REPLAYED_HEADER
+from app.issuing import manual
 from app.negotiation import negotiate
 from app.problems import (
     AlreadyVoided,
+    CounterNotRaised,
     LedgerDisabled,
     NotGapless,
     NumberCollision,
+    NumberExists,
+    NumberHeld,
     NumberNotFound,
     NumberReserved,
+    NumberUnreadable,
     SeriesArchived,
     SeriesExhausted,
     SeriesNotFound,
@@ -52,14 +58,21 @@ from app.schemas import (
     COUNTER_VARIABLES_PATTERN,
     PERIOD_PATTERN,
     BatchRequest,
+    CounterChange,
+    CounterSet,
+    DocumentRef,
+    ExternalNumber,
     GapReport,
     IssuedBatch,
     IssuedNumber,
     LedgerEntry,
     LedgerPage,
+    NextPreview,
     NextRequest,
+    NumberPatch,
     NumberStatus,
     VoidRequest,
+    decode_variables,
 )
 from app.services import Services
 
@@ -73,6 +86,7 @@ ISSUE_RESPONSES = {
         SeriesExhausted,
         TooManyCounters,
         NumberCollision,
+        LedgerDisabled,
         *IDEMPOTENCY_PROBLEMS,
     ),
     **success_headers(201, "Location", REPLAYED_HEADER),
@@ -126,8 +140,10 @@ async def issue_batch(
 
 
 CSV_EXAMPLE = (
-    "period,variables,value,number,date,status,issued_at,void_reason,voided_at\r\n"
-    "2026,,123,INV-2026-000123,2026-03-31,issued,2026-03-31T14:05:09.123456+00:00,,\r\n"
+    "period,variables,value,number,date,status,issued_at,void_reason,voided_at,document_ref,"
+    "external\r\n"
+    "2026,,123,INV-2026-000123,2026-03-31,issued,2026-03-31T14:05:09.123456+00:00,,,"
+    "SO-2026-0042,False\r\n"
 )
 
 Period = Annotated[str | None, Query(pattern=PERIOD_PATTERN, examples=["2026"])]
@@ -170,6 +186,10 @@ async def list_numbers(
     period: Period = None,
     variables: CounterVariablesQuery = None,
     status: NumberStatus | None = None,
+    document_ref: Annotated[
+        DocumentRef | None,
+        Query(description="Only the numbers of this document (exactly this reference)."),
+    ] = None,
     cursor: CursorQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     format: Annotated[
@@ -188,6 +208,7 @@ async def list_numbers(
             variables=variables,
             status=status,
             filename=f"{name}-ledger.csv",
+            document_ref=document_ref,
         )
         csv.headers["Vary"] = "Accept"
         return csv
@@ -200,6 +221,7 @@ async def list_numbers(
         status=status,
         cursor=cursor,
         limit=limit,
+        document_ref=document_ref,
     )
     link_next(request, response, next_cursor)
     return LedgerPage(items=items, next_cursor=next_cursor, has_more=next_cursor is not None)
@@ -244,6 +266,173 @@ async def void_number(
         services, series, idempotency_key, "voidNumber", request, void
     )
     return json_answer(status, content, replayed=replayed)
+
+
+@router.patch(
+    "/numbers/{number:number}",
+    summary="Attach a document reference to a number of the ledger",
+    description="Everything after `/numbers/` is the number. Audited with the reference it "
+    "replaces.",
+    response_model=LedgerEntry,
+    responses=key_problems(*JSON_BODY_PROBLEMS, SeriesNotFound, NumberNotFound, LedgerDisabled),
+)
+async def annotate_number(
+    name: SeriesNameParam,
+    number: NumberParam,
+    body: NumberPatch,
+    principal: PrincipalDep,
+    services: ServicesDep,
+) -> LedgerEntry:
+    series = await _with_ledger(services, principal.tenant_id, name)
+    async with services.pool.acquire() as conn:
+        return await ledger.annotate(conn, series, number, body.document_ref, actor=principal.actor)
+
+
+@router.put(
+    "/counters/{period}",
+    summary="Set a counter's last value (go-live), upwards only",
+    description="The counter is the period with the {var:...} values of `variables`, as `next` "
+    "resolves it; it is created if the period has none, so each period can start from its own "
+    "value. A gapless counter records every value it passes as voided with the reason. Audited.",
+    response_model=CounterChange,
+    responses={
+        **success_headers(200, REPLAYED_HEADER),
+        **admin_problems(
+            *JSON_BODY_PROBLEMS,
+            SeriesNotFound,
+            SeriesArchived,
+            CounterNotRaised,
+            NumberCollision,
+            TooManyCounters,
+            *IDEMPOTENCY_PROBLEMS,
+        ),
+    },
+)
+async def set_counter(
+    name: SeriesNameParam,
+    period: Annotated[str, Path(pattern=PERIOD_PATTERN, examples=["2026"])],
+    body: CounterSet,
+    admin: AdminDep,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """With an Idempotency-Key, a retry gets the first answer instead of 409 not-raised."""
+
+    async def change(series: Series) -> tuple[int, bytes, bool]:
+        async def set_it(conn: Connection) -> tuple[int, bytes]:
+            changed = await manual.set_counter(
+                conn,
+                services.issuer,
+                series,
+                period=period,
+                day=body.date,
+                variables=body.variables,
+                last_value=body.last_value,
+                reason=body.reason,
+                actor=admin.actor,
+                max_counters=services.settings.max_counters_per_series,
+            )
+            return 200, changed.model_dump_json().encode()
+
+        request = {"period": period, **body.model_dump(mode="json")}
+        return await once_per_key(services, series, idempotency_key, "setCounter", request, set_it)
+
+    series = await services.catalog.get(admin.tenant_id, name)
+    status, content, replayed = await manual.on_current(services.issuer, series, change)
+    return json_answer(status, content, replayed=replayed)
+
+
+@router.post(
+    "/numbers",
+    status_code=201,
+    summary="Record a number issued elsewhere",
+    description="For migrated history, a paper pad or an offline invoice. The number must read "
+    "as one the series renders for `date` (with its format on that date, or an earlier one) "
+    "and must not be in the ledger; it is recorded as `external`. A counter below its value "
+    "moves up to it (gapless: the values passed are recorded as voided, naming the number), so "
+    "the series never hands it out. Audited.",
+    response_model=LedgerEntry,
+    responses={
+        **success_headers(201, "Location", REPLAYED_HEADER),
+        **admin_problems(
+            *JSON_BODY_PROBLEMS,
+            SeriesNotFound,
+            SeriesArchived,
+            LedgerDisabled,
+            NumberUnreadable,
+            NumberExists,
+            NumberHeld,
+            NumberCollision,
+            TooManyCounters,
+            *IDEMPOTENCY_PROBLEMS,
+        ),
+    },
+)
+async def record_number(
+    name: SeriesNameParam,
+    body: ExternalNumber,
+    admin: AdminDep,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    async def change(series: Series) -> tuple[int, bytes, bool]:
+        async def record(conn: Connection) -> tuple[int, bytes]:
+            entry = await manual.record_external(
+                conn,
+                services.issuer,
+                series,
+                number=body.number,
+                day=body.date,
+                document_ref=body.document_ref,
+                actor=admin.actor,
+                max_counters=services.settings.max_counters_per_series,
+            )
+            return 201, entry.model_dump_json().encode()
+
+        request = body.model_dump(mode="json")
+        return await once_per_key(
+            services, series, idempotency_key, "recordNumber", request, record
+        )
+
+    series = await services.catalog.get(admin.tenant_id, name)
+    status, content, replayed = await manual.on_current(services.issuer, series, change)
+    headers = {"Location": fastpath.number_url(name, body.number)}
+    return json_answer(status, content, replayed=replayed, headers=headers)
+
+
+@router.get(
+    "/next-preview",
+    summary="The number the next request would get, without taking it",
+    description="Nothing is reserved: another request may take it first. In cached mode it is "
+    "the first value no process holds; a process holding a block of values hands out lower "
+    "ones first.",
+    responses=key_problems(SeriesNotFound, SeriesArchived, SeriesExhausted),
+)
+async def preview_next(
+    name: SeriesNameParam,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    date: Annotated[
+        datetime.date | None, Query(description="The document's date; default: today.")
+    ] = None,
+    variables: Annotated[
+        str | None,
+        Query(
+            pattern=COUNTER_VARIABLES_PATTERN,
+            max_length=1000,
+            examples=["branch=BR07"],
+            description="The {var:...} values, as name=value pairs joined by ','.",
+        ),
+    ] = None,
+) -> NextPreview:
+    series = await services.catalog.get(principal.tenant_id, name)
+    return await manual.preview(
+        services.pool,
+        services.issuer,
+        series,
+        day=date,
+        variables=decode_variables(variables or ""),
+    )
 
 
 @router.get(

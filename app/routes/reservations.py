@@ -26,6 +26,7 @@ from app.idempotency import REPLAYED_HEADER, claim_of
 from app.issuing.engine import check_count
 from app.issuing.issued import Hold, Issued
 from app.problems import (
+    LedgerDisabled,
     NumberCollision,
     ReservationConfirmed,
     ReservationExpired,
@@ -66,6 +67,7 @@ ReservationIdParam = Annotated[
             SeriesExhausted,
             TooManyCounters,
             NumberCollision,
+            LedgerDisabled,
             *IDEMPOTENCY_PROBLEMS,
         ),
     },
@@ -91,7 +93,8 @@ async def reserve_numbers(
         variables=body.variables,
         claim=claim_of(idempotency_key, "reserveNumbers", body.model_dump(mode="json")),
         respond=_reserved,
-        hold=Hold(ttl, body.document_ref),
+        document_ref=body.document_ref,
+        hold=Hold(ttl),
     )
     reservation_id = orjson.loads(answer.body)["id"]
     headers = {"Location": f"/series/{name}/reservations/{reservation_id}"}
@@ -128,6 +131,7 @@ async def get_reservation(
         ReservationNotFound,
         ReservationReleased,
         ReservationExpired,
+        LedgerDisabled,
     ),
 )
 async def confirm_reservation(

@@ -57,6 +57,14 @@ ROUTES = [
     Route("GET", "/series/{series}/numbers", "issue", 200),
     Route("GET", "/series/{series}/numbers/{number}", "issue", 200),
     Route("POST", "/series/{series}/numbers/{number}/void", "admin", 200, {"reason": "typo"}),
+    Route("PATCH", "/series/{series}/numbers/{number}", "issue", 200, {"document_ref": "SO-1"}),
+    Route(
+        "POST", "/series/{series}/numbers", "admin", 201, {"number": "M-5", "date": "2026-01-01"}
+    ),
+    Route(
+        "PUT", "/series/{series}/counters/{period}", "admin", 200, {"last_value": 9, "reason": "go"}
+    ),
+    Route("GET", "/series/{series}/next-preview", "issue", 200),
     Route("GET", "/series/{series}/gaps", "issue", 200),
     Route("POST", "/series/{series}/reservations", "issue", 201, {}),
     Route("GET", "/series/{series}/reservations/{reservation}", "issue", 200),
@@ -126,7 +134,11 @@ async def test_route_answers_each_caller_as_its_scope_and_tenant_require(
 ) -> None:
     world = await build_world(client, tenant, other_tenant)
     path = route.path.format(
-        series=SERIES, number=NUMBER, prefix=world.spare_prefix, reservation=world.reservation
+        series=SERIES,
+        number=NUMBER,
+        prefix=world.spare_prefix,
+        period="all",
+        reservation=world.reservation,
     )
     response = await client.request(
         route.method, path, json=route.body, headers=world.headers[caller]

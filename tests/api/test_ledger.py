@@ -70,6 +70,8 @@ async def test_pages_follow_period_then_value(client: httpx.AsyncClient, tenant:
         "issued_at": None,
         "void_reason": None,
         "voided_at": None,
+        "document_ref": None,
+        "external": False,
     }
     only_2027 = await every_page(client, tenant, 100, period="2027")
     assert [e["number"] for e in only_2027[0]] == [f"2027-{1 + 2 * i:03d}" for i in range(12)]

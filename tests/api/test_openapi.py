@@ -127,6 +127,7 @@ IDEMPOTENT = {
     "/series/{name}/next": "201",
     "/series/{name}/batch": "201",
     "/series/{name}/numbers/{number}/void": "200",
+    "/series/{name}/numbers": "201",
     "/series": "201",
     "/keys": "201",
 }
@@ -160,6 +161,10 @@ OPERATION_IDS = {
     ("GET", "/series/{name}/numbers"): "listNumbers",
     ("GET", "/series/{name}/numbers/{number}"): "getNumber",
     ("POST", "/series/{name}/numbers/{number}/void"): "voidNumber",
+    ("PATCH", "/series/{name}/numbers/{number}"): "annotateNumber",
+    ("POST", "/series/{name}/numbers"): "recordNumber",
+    ("PUT", "/series/{name}/counters/{period}"): "setCounter",
+    ("GET", "/series/{name}/next-preview"): "previewNext",
     ("GET", "/series/{name}/gaps"): "findGaps",
     ("POST", "/series/{name}/reservations"): "reserveNumbers",
     ("GET", "/series/{name}/reservations/{reservation_id}"): "getReservation",

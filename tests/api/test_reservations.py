@@ -263,8 +263,13 @@ async def test_a_series_without_a_ledger_reserves_confirms_and_releases(
     client: httpx.AsyncClient, tenant: Tenant, mode: str
 ) -> None:
     await create_series(client, tenant, "r", mode=mode, ledger=False)
+    with_ref = await client.post(
+        "/series/r/reservations", json={"document_ref": "D-1"}, headers=tenant.issuer
+    )
+    assert_problem(with_ref, 409, "ledger-disabled")
     held = await reserve(client, tenant, count=2)
-    response = await confirm(client, tenant, held, document_ref="D-1")
+    assert_problem(await confirm(client, tenant, held, document_ref="D-1"), 409, "ledger-disabled")
+    response = await confirm(client, tenant, held)
     assert response.status_code == 200 and response.json()["status"] == "confirmed"
     released = await reserve(client, tenant)
     assert (await release(client, tenant, released)).json()["status"] == "released"

@@ -142,7 +142,11 @@ export interface paths {
          */
         get: operations["listNumbers"];
         put?: never;
-        post?: never;
+        /**
+         * Record a number issued elsewhere
+         * @description For migrated history, a paper pad or an offline invoice. The number must read as one the series renders for `date` (with its format on that date, or an earlier one) and must not be in the ledger; it is recorded as `external`. A counter below its value moves up to it (gapless: the values passed are recorded as voided, naming the number), so the series never hands it out. Audited.
+         */
+        post: operations["recordNumber"];
         delete?: never;
         options?: never;
         head?: never;
@@ -169,26 +173,6 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/series/{name}/gaps": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /**
-         * Values missing from the ledger of one counter
-         * @description The counter is the period (default: the current one) with the variable values given.
-         */
-        get: operations["findGaps"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/series/{name}/numbers/{number}": {
         parameters: {
             query?: never;
@@ -201,6 +185,70 @@ export interface paths {
          * @description Everything after `/numbers/` is the number, so `GET …/numbers/N1/void` looks up the number `N1/void`.
          */
         get: operations["getNumber"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /**
+         * Attach a document reference to a number of the ledger
+         * @description Everything after `/numbers/` is the number. Audited with the reference it replaces.
+         */
+        patch: operations["annotateNumber"];
+        trace?: never;
+    };
+    "/series/{name}/counters/{period}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Set a counter's last value (go-live), upwards only
+         * @description The counter is the period with the {var:...} values of `variables`, as `next` resolves it; it is created if the period has none, so each period can start from its own value. A gapless counter records every value it passes as voided with the reason. Audited.
+         */
+        put: operations["setCounter"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/series/{name}/next-preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The number the next request would get, without taking it
+         * @description Nothing is reserved: another request may take it first. In cached mode it is the first value no process holds; a process holding a block of values hands out lower ones first.
+         */
+        get: operations["previewNext"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/series/{name}/gaps": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Values missing from the ledger of one counter
+         * @description The counter is the period (default: the current one) with the variable values given.
+         */
+        get: operations["findGaps"];
         put?: never;
         post?: never;
         delete?: never;
@@ -389,7 +437,7 @@ export interface components {
              * Action
              * @enum {string}
              */
-            action: "series.created" | "series.changed" | "series.archived" | "series.restored" | "number.voided" | "key.created" | "key.revoked";
+            action: "series.created" | "series.changed" | "series.archived" | "series.restored" | "number.voided" | "number.annotated" | "number.recorded" | "counter.set" | "key.created" | "key.revoked";
             /** Series */
             series: string | null;
             /** Details */
@@ -448,6 +496,11 @@ export interface components {
                 [key: string]: string;
             };
             /**
+             * Document Ref
+             * @description The document that carries the number (every number of a batch): kept in the ledger, found by `GET /series/{name}/numbers?document_ref=`. Needs a ledger.
+             */
+            document_ref?: string | null;
+            /**
              * Count
              * @description How many numbers; at most the configured maximum.
              */
@@ -466,6 +519,66 @@ export interface components {
              */
             document_ref?: string | null;
         };
+        /**
+         * CounterChange
+         * @example {
+         *       "last_value": 4711,
+         *       "period": "2026",
+         *       "variables": {},
+         *       "voided": 4711
+         *     }
+         */
+        CounterChange: {
+            /** Period */
+            period: string;
+            /** Variables */
+            variables: {
+                [key: string]: string;
+            };
+            /**
+             * Previous
+             * @description The counter's last value before; null: none.
+             */
+            previous: number | null;
+            /** Last Value */
+            last_value: number;
+            /**
+             * Voided
+             * @description Values recorded as voided with the reason (gapless).
+             */
+            voided: number;
+        };
+        /**
+         * CounterSet
+         * @example {
+         *       "last_value": 4711,
+         *       "reason": "Go-live: numbers up to 4711 were issued by the previous system"
+         *     }
+         */
+        CounterSet: {
+            /**
+             * Last Value
+             * @description The last value taken: the next number gets the one after. Only upwards.
+             */
+            last_value: number;
+            /**
+             * Reason
+             * @description Why; kept as the void reason of every value passed.
+             */
+            reason: string;
+            /**
+             * Variables
+             * @description The {var:...} values of the counter, as `next` takes them.
+             */
+            variables?: {
+                [key: string]: string;
+            };
+            /**
+             * Date
+             * @description A date in the period, that the values a gapless counter passes are recorded with; default: the period's first day.
+             */
+            date?: string | null;
+        };
         /** CounterValue */
         CounterValue: {
             /** Period */
@@ -479,6 +592,26 @@ export interface components {
             };
             /** Last Value */
             last_value: number | null;
+        };
+        /**
+         * ExternalNumber
+         * @example {
+         *       "date": "2026-05-04",
+         *       "document_ref": "PAPER-17",
+         *       "number": "INV-2026-004712"
+         *     }
+         */
+        ExternalNumber: {
+            /** Number */
+            number: string;
+            /**
+             * Date
+             * Format: date
+             * @description The document's date; decides the period.
+             */
+            date: string;
+            /** Document Ref */
+            document_ref?: string | null;
         };
         /** FormatOut */
         FormatOut: {
@@ -709,6 +842,8 @@ export interface components {
          * LedgerEntry
          * @example {
          *       "date": "2026-03-31",
+         *       "document_ref": "SO-2026-0042",
+         *       "external": false,
          *       "issued_at": "2026-03-31T14:05:09.123456Z",
          *       "number": "INV-2026-000123",
          *       "period": "2026",
@@ -752,6 +887,16 @@ export interface components {
             void_reason: string | null;
             /** Voided At */
             voided_at: string | null;
+            /**
+             * Document Ref
+             * @description The document that carries the number.
+             */
+            document_ref: string | null;
+            /**
+             * External
+             * @description Not issued here: recorded from elsewhere (`POST /series/{name}/numbers`), or, voided, a value a counter passed when set by hand (a number recorded from elsewhere may take its place).
+             */
+            external: boolean;
         };
         /**
          * LedgerPage
@@ -760,6 +905,8 @@ export interface components {
          *       "items": [
          *         {
          *           "date": "2026-03-31",
+         *           "document_ref": "SO-2026-0042",
+         *           "external": false,
          *           "issued_at": "2026-03-31T14:05:09.123456Z",
          *           "number": "INV-2026-000123",
          *           "period": "2026",
@@ -817,6 +964,43 @@ export interface components {
             key: string;
         };
         /**
+         * NextPreview
+         * @example {
+         *       "date": "2026-03-31",
+         *       "mode": "gapless",
+         *       "number": "INV-2026-000124",
+         *       "period": "2026",
+         *       "series": "invoice",
+         *       "value": 124,
+         *       "variables": {}
+         *     }
+         */
+        NextPreview: {
+            /** Series */
+            series: string;
+            /** Number */
+            number: string;
+            /** Value */
+            value: number;
+            /** Period */
+            period: string;
+            /** Variables */
+            variables: {
+                [key: string]: string;
+            };
+            /**
+             * Date
+             * Format: date
+             */
+            date: string;
+            /**
+             * Mode
+             * @description gapless and sequence: the next request gets this number unless another comes first. cached: the first value no process holds; a process holding a block hands out lower ones first.
+             * @enum {string}
+             */
+            mode: "gapless" | "sequence" | "cached";
+        };
+        /**
          * NextRequest
          * @example {
          *       "date": "2026-03-31"
@@ -832,6 +1016,25 @@ export interface components {
             variables?: {
                 [key: string]: string;
             };
+            /**
+             * Document Ref
+             * @description The document that carries the number (every number of a batch): kept in the ledger, found by `GET /series/{name}/numbers?document_ref=`. Needs a ledger.
+             */
+            document_ref?: string | null;
+        };
+        /**
+         * NumberPatch
+         * @example {
+         *       "document_ref": "SO-2026-0042"
+         *     }
+         */
+        NumberPatch: {
+            /**
+             * Document Ref
+             * @description The document that carries the number; replaces the one it had, if any.
+             * @example SO-2026-0042
+             */
+            document_ref: string;
         };
         /**
          * ProblemType
@@ -936,16 +1139,16 @@ export interface components {
                 [key: string]: string;
             };
             /**
+             * Document Ref
+             * @description The document the numbers are for; confirm may replace it.
+             */
+            document_ref?: string | null;
+            /**
              * Count
              * @description How many numbers; at most the configured maximum batch.
              * @default 1
              */
             count: number;
-            /**
-             * Document Ref
-             * @description The document the numbers are for; confirm may replace it.
-             */
-            document_ref?: string | null;
             /**
              * Ttl Seconds
              * @description How long the numbers are held unless confirmed or released; at most the configured maximum. Default: the configured default.
@@ -2013,7 +2216,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
-            /** @description Series is archived (`/problems/series-archived`); Series is exhausted (`/problems/series-exhausted`); The series has as many counters as it may have (`/problems/too-many-counters`); Number already in the ledger (`/problems/number-collision`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
+            /** @description Series is archived (`/problems/series-archived`); Series is exhausted (`/problems/series-exhausted`); The series has as many counters as it may have (`/problems/too-many-counters`); Number already in the ledger (`/problems/number-collision`); This series keeps no ledger (`/problems/ledger-disabled`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying. */
@@ -2140,7 +2343,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
-            /** @description Series is archived (`/problems/series-archived`); Series is exhausted (`/problems/series-exhausted`); The series has as many counters as it may have (`/problems/too-many-counters`); Number already in the ledger (`/problems/number-collision`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
+            /** @description Series is archived (`/problems/series-archived`); Series is exhausted (`/problems/series-exhausted`); The series has as many counters as it may have (`/problems/too-many-counters`); Number already in the ledger (`/problems/number-collision`); This series keeps no ledger (`/problems/ledger-disabled`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying. */
@@ -2213,6 +2416,8 @@ export interface operations {
                 /** @description A counter's variable values, as name=value pairs sorted by name and joined by ','; empty for the counter without variables. */
                 variables?: string | null;
                 status?: ("issued" | "reserved" | "voided") | null;
+                /** @description Only the numbers of this document (exactly this reference). */
+                document_ref?: string | null;
                 /** @description `next_cursor` of the previous page; left out for the first page. */
                 cursor?: string | null;
                 limit?: number;
@@ -2240,8 +2445,8 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["LedgerPage"];
                     /**
-                     * @example period,variables,value,number,date,status,issued_at,void_reason,voided_at
-                     *     2026,,123,INV-2026-000123,2026-03-31,issued,2026-03-31T14:05:09.123456+00:00,,
+                     * @example period,variables,value,number,date,status,issued_at,void_reason,voided_at,document_ref,external
+                     *     2026,,123,INV-2026-000123,2026-03-31,issued,2026-03-31T14:05:09.123456+00:00,,,SO-2026-0042,False
                      */
                     "text/csv": unknown;
                 };
@@ -2300,6 +2505,142 @@ export interface operations {
                 };
             };
             /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`); Too many ledger exports in progress (`/problems/too-many-exports`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+        };
+    };
+    recordNumber: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 printable ASCII characters, raw or as a structured-field string (`"8e03..."`, RFC 8941; both forms of one value are the same key). Retry with the same key to get the same answer, never a second change. */
+                "Idempotency-Key"?: string | null;
+            };
+            path: {
+                /** @description The series' name. */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ExternalNumber"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    /** @description The URL of what was created. */
+                    Location?: string;
+                    /** @description `true` when this is the stored answer to an earlier request with the same Idempotency-Key; nothing was done again. */
+                    "Idempotent-Replayed"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LedgerEntry"];
+                };
+            };
+            /** @description Malformed request (`/problems/malformed-request`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Missing or invalid API key (`/problems/unauthorized`) */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: Bearer. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Not allowed (`/problems/forbidden`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Series not found (`/problems/series-not-found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Series is archived (`/problems/series-archived`); This series keeps no ledger (`/problems/ledger-disabled`); The number is already in the ledger (`/problems/number-exists`); The series may still hand this value out (`/problems/number-held`); Number already in the ledger (`/problems/number-collision`); The series has as many counters as it may have (`/problems/too-many-counters`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Request body too large (`/problems/payload-too-large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Unsupported media type (`/problems/unsupported-media-type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Invalid request (`/problems/invalid-request`); Not a number of this series (`/problems/number-unreadable`); Idempotency-Key reused with a different request (`/problems/idempotency-key-reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`) */
             503: {
                 headers: {
                     /** @description Seconds to wait before retrying. */
@@ -2448,17 +2789,15 @@ export interface operations {
             };
         };
     };
-    findGaps: {
+    getNumber: {
         parameters: {
-            query?: {
-                period?: string | null;
-                /** @description A counter's variable values, as name=value pairs sorted by name and joined by ','; empty for the counter without variables. */
-                variables?: string | null;
-            };
+            query?: never;
             header?: never;
             path: {
                 /** @description The series' name. */
                 name: string;
+                /** @description A formatted number, percent-encoded (`INV%2F2026%2F0001`); a `/` may also be sent as it is (`INV/2026/0001`). */
+                number: string;
             };
             cookie?: never;
         };
@@ -2470,7 +2809,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["GapReport"];
+                    "application/json": components["schemas"]["LedgerEntry"];
                 };
             };
             /** @description Missing or invalid API key (`/problems/unauthorized`) */
@@ -2484,7 +2823,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
-            /** @description Series not found (`/problems/series-not-found`) */
+            /** @description Series not found (`/problems/series-not-found`); Number not found (`/problems/number-not-found`) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2539,7 +2878,7 @@ export interface operations {
             };
         };
     };
-    getNumber: {
+    annotateNumber: {
         parameters: {
             query?: never;
             header?: never;
@@ -2551,7 +2890,11 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NumberPatch"];
+            };
+        };
         responses: {
             /** @description Successful Response */
             200: {
@@ -2560,6 +2903,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LedgerEntry"];
+                };
+            };
+            /** @description Malformed request (`/problems/malformed-request`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
             /** @description Missing or invalid API key (`/problems/unauthorized`) */
@@ -2574,6 +2926,342 @@ export interface operations {
                 };
             };
             /** @description Series not found (`/problems/series-not-found`); Number not found (`/problems/number-not-found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description This series keeps no ledger (`/problems/ledger-disabled`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Request body too large (`/problems/payload-too-large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Unsupported media type (`/problems/unsupported-media-type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Invalid request (`/problems/invalid-request`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+        };
+    };
+    setCounter: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 printable ASCII characters, raw or as a structured-field string (`"8e03..."`, RFC 8941; both forms of one value are the same key). Retry with the same key to get the same answer, never a second change. */
+                "Idempotency-Key"?: string | null;
+            };
+            path: {
+                /** @description The series' name. */
+                name: string;
+                period: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CounterSet"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    /** @description `true` when this is the stored answer to an earlier request with the same Idempotency-Key; nothing was done again. */
+                    "Idempotent-Replayed"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CounterChange"];
+                };
+            };
+            /** @description Malformed request (`/problems/malformed-request`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Missing or invalid API key (`/problems/unauthorized`) */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: Bearer. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Not allowed (`/problems/forbidden`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Series not found (`/problems/series-not-found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Series is archived (`/problems/series-archived`); A counter only moves up (`/problems/counter-not-raised`); Number already in the ledger (`/problems/number-collision`); The series has as many counters as it may have (`/problems/too-many-counters`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Request body too large (`/problems/payload-too-large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Unsupported media type (`/problems/unsupported-media-type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Invalid request (`/problems/invalid-request`); Idempotency-Key reused with a different request (`/problems/idempotency-key-reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+        };
+    };
+    previewNext: {
+        parameters: {
+            query?: {
+                /** @description The document's date; default: today. */
+                date?: string | null;
+                /** @description The {var:...} values, as name=value pairs joined by ','. */
+                variables?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The series' name. */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NextPreview"];
+                };
+            };
+            /** @description Missing or invalid API key (`/problems/unauthorized`) */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: Bearer. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Series not found (`/problems/series-not-found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Series is archived (`/problems/series-archived`); Series is exhausted (`/problems/series-exhausted`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Invalid request (`/problems/invalid-request`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+        };
+    };
+    findGaps: {
+        parameters: {
+            query?: {
+                period?: string | null;
+                /** @description A counter's variable values, as name=value pairs sorted by name and joined by ','; empty for the counter without variables. */
+                variables?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The series' name. */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GapReport"];
+                };
+            };
+            /** @description Missing or invalid API key (`/problems/unauthorized`) */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: Bearer. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Series not found (`/problems/series-not-found`) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2689,7 +3377,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
-            /** @description Series is archived (`/problems/series-archived`); Series is exhausted (`/problems/series-exhausted`); The series has as many counters as it may have (`/problems/too-many-counters`); Number already in the ledger (`/problems/number-collision`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
+            /** @description Series is archived (`/problems/series-archived`); Series is exhausted (`/problems/series-exhausted`); The series has as many counters as it may have (`/problems/too-many-counters`); Number already in the ledger (`/problems/number-collision`); This series keeps no ledger (`/problems/ledger-disabled`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying. */
@@ -2980,7 +3668,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
-            /** @description The reservation was released (`/problems/reservation-released`); The reservation expired (`/problems/reservation-expired`) */
+            /** @description The reservation was released (`/problems/reservation-released`); The reservation expired (`/problems/reservation-expired`); This series keeps no ledger (`/problems/ledger-disabled`) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3342,7 +4030,7 @@ export interface operations {
         parameters: {
             query?: {
                 /** @description Only this kind of change */
-                action?: ("series.created" | "series.changed" | "series.archived" | "series.restored" | "number.voided" | "key.created" | "key.revoked") | null;
+                action?: ("series.created" | "series.changed" | "series.archived" | "series.restored" | "number.voided" | "number.annotated" | "number.recorded" | "counter.set" | "key.created" | "key.revoked") | null;
                 /** @description Only changes to this series */
                 series?: string | null;
                 /** @description `next_cursor` of the previous page; left out for the first page. */

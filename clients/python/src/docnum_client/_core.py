@@ -22,11 +22,13 @@ from docnum_client.errors import BLANK, DocnumError, answer_meta, from_response
 from docnum_client.models import (
     ApiKey,
     AuditEntry,
+    CounterChange,
     GapReport,
     IssuedBatch,
     IssuedNumber,
     LedgerEntry,
     NewKey,
+    NextPreview,
     Reservation,
     Series,
 )
@@ -189,12 +191,18 @@ def _number_path(series: str, number: str) -> str:
     return _path(series, f"numbers/{quote(number, safe='')}")
 
 
-def _body(date: datetime.date | None, variables: Mapping[str, str] | None) -> dict[str, Any]:
+def _body(
+    date: datetime.date | None,
+    variables: Mapping[str, str] | None,
+    document_ref: str | None = None,
+) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if date is not None:
         body["date"] = date.isoformat()
     if variables:
         body["variables"] = dict(variables)
+    if document_ref is not None:
+        body["document_ref"] = document_ref
     return body
 
 
@@ -214,11 +222,12 @@ def next_call(
     date: datetime.date | None,
     variables: Mapping[str, str] | None,
     idempotency_key: str | None,
+    document_ref: str | None = None,
 ) -> Call[IssuedNumber]:
     return Call(
         "POST",
         _path(series, "next"),
-        _body(date, variables),
+        _body(date, variables, document_ref),
         _key(idempotency_key),
         _one(IssuedNumber.from_json),
     )
@@ -230,14 +239,56 @@ def batch_call(
     date: datetime.date | None,
     variables: Mapping[str, str] | None,
     idempotency_key: str | None,
+    document_ref: str | None = None,
 ) -> Call[IssuedBatch]:
     return Call(
         "POST",
         _path(series, "batch"),
-        {"count": count, **_body(date, variables)},
+        {"count": count, **_body(date, variables, document_ref)},
         _key(idempotency_key),
         _one(IssuedBatch.from_json),
     )
+
+
+def annotate_call(series: str, number: str, document_ref: str) -> Call[LedgerEntry]:
+    """Setting a reference twice to the same value changes nothing: no key needed."""
+    body = {"document_ref": document_ref}
+    return Call("PATCH", _number_path(series, number), body, None, _one(LedgerEntry.from_json))
+
+
+def set_counter_call(
+    series: str,
+    period: str,
+    last_value: int,
+    reason: str,
+    variables: Mapping[str, str] | None,
+    date: datetime.date | None,
+    idempotency_key: str | None,
+) -> Call[CounterChange]:
+    body = {"last_value": last_value, "reason": reason, **_body(date, variables)}
+    path = _path(series, f"counters/{quote(period, safe='')}")
+    return Call("PUT", path, body, _key(idempotency_key), _one(CounterChange.from_json))
+
+
+def record_call(
+    series: str,
+    number: str,
+    date: datetime.date,
+    document_ref: str | None,
+    idempotency_key: str | None,
+) -> Call[LedgerEntry]:
+    body = {"number": number, **_body(date, None, document_ref)}
+    path = _path(series, "numbers")
+    return Call("POST", path, body, _key(idempotency_key), _one(LedgerEntry.from_json))
+
+
+def preview_call(
+    series: str, date: datetime.date | None, variables: Mapping[str, str] | None
+) -> Call[NextPreview]:
+    encoded = ",".join(f"{k}={v}" for k, v in sorted((variables or {}).items())) or None
+    params = _query(date=date.isoformat() if date else None, variables=encoded)
+    path = _path(series, "next-preview")
+    return Call("GET", path, None, None, _one(NextPreview.from_json), params)
 
 
 def number_call(series: str, number: str) -> Call[LedgerEntry]:
@@ -303,14 +354,22 @@ def reservation_call(series: str, reservation_id: str) -> Call[Reservation]:
 @dataclass(frozen=True, slots=True)
 class LedgerFilter:
     """Which entries of a ledger: a period, a counter's variable values (``branch=BR07``; empty
-    for the counter without variables), a status (``issued`` or ``voided``)."""
+    for the counter without variables), a status (``issued`` or ``voided``), a document
+    reference."""
 
     period: str | None = None
     variables: str | None = None
     status: str | None = None
+    document_ref: str | None = None
 
     def params(self, **more: object) -> dict[str, str]:
-        return _query(period=self.period, variables=self.variables, status=self.status, **more)
+        return _query(
+            period=self.period,
+            variables=self.variables,
+            status=self.status,
+            document_ref=self.document_ref,
+            **more,
+        )
 
 
 def ledger_call(

@@ -37,6 +37,7 @@ from docnum_client._core import (
     LedgerFilter,
     Page,
     RetryPolicy,
+    annotate_call,
     archive_series_call,
     audit_call,
     batch_call,
@@ -51,12 +52,15 @@ from docnum_client._core import (
     list_series_call,
     next_call,
     number_call,
+    preview_call,
+    record_call,
     release_call,
     reservation_call,
     reserve_call,
     restore_series_call,
     retry_delay,
     revoke_key_call,
+    set_counter_call,
     update_series_call,
     void_call,
 )
@@ -64,12 +68,14 @@ from docnum_client.errors import DocnumError, answer_meta, unreachable
 from docnum_client.models import (
     ApiKey,
     AuditEntry,
+    CounterChange,
     Download,
     GapReport,
     IssuedBatch,
     IssuedNumber,
     LedgerEntry,
     NewKey,
+    NextPreview,
     Reservation,
     Series,
 )
@@ -135,14 +141,15 @@ class DocnumClient:
         variables: Mapping[str, str] | None = None,
         *,
         idempotency_key: str | None = None,
+        document_ref: str | None = None,
     ) -> IssuedNumber:
         """Issue the next number of ``series``; ``date`` picks the period (default: today there).
 
         Pass ``idempotency_key`` derived from your own document (its id) to make the whole
         operation safe to repeat: within the service's idempotency window the same key returns
-        the same number.
+        the same number. ``document_ref`` is kept with the number in the ledger.
         """
-        return self._run(next_call(series, date, variables, idempotency_key))
+        return self._run(next_call(series, date, variables, idempotency_key, document_ref))
 
     def batch(
         self,
@@ -152,9 +159,12 @@ class DocnumClient:
         variables: Mapping[str, str] | None = None,
         *,
         idempotency_key: str | None = None,
+        document_ref: str | None = None,
     ) -> IssuedBatch:
-        """Issue ``count`` numbers of ``series`` in one call, all with the same date."""
-        return self._run(batch_call(series, count, date, variables, idempotency_key))
+        """Issue ``count`` numbers of ``series`` in one call, all with the same date (and the
+        same ``document_ref``)."""
+        call = batch_call(series, count, date, variables, idempotency_key, document_ref)
+        return self._run(call)
 
     def reserve(
         self,
@@ -212,12 +222,60 @@ class DocnumClient:
         period: str | None = None,
         variables: str | None = None,
         status: str | None = None,
+        document_ref: str | None = None,
         page_size: int = PAGE_SIZE,
     ) -> Iterator[LedgerEntry]:
         """Every entry of the ledger in the service's order, fetched ``page_size`` at a time;
-        ``variables`` names one counter (``branch=BR07``), ``status`` is issued or voided."""
-        where = LedgerFilter(period, variables, status)
+        ``variables`` names one counter (``branch=BR07``), ``status`` is issued or voided,
+        ``document_ref`` finds the numbers of one document."""
+        where = LedgerFilter(period, variables, status, document_ref)
         return self._each(ledger_call(series, where, page_size))
+
+    def annotate(self, series: str, number: str, document_ref: str) -> LedgerEntry:
+        """Attach ``document_ref`` to ``number`` in the ledger (replacing the one it had)."""
+        return self._run(annotate_call(series, number, document_ref))
+
+    def set_counter(
+        self,
+        series: str,
+        period: str,
+        last_value: int,
+        reason: str,
+        *,
+        variables: Mapping[str, str] | None = None,
+        date: datetime.date | None = None,
+        idempotency_key: str | None = None,
+    ) -> CounterChange:
+        """Go-live: the counter of ``period`` (and ``variables``) continues after
+        ``last_value``; upwards only (:class:`~docnum_client.errors.DocnumError` 409 otherwise).
+        Needs an admin key; a gapless series records the values passed as voided with
+        ``reason``."""
+        call = set_counter_call(
+            series, period, last_value, reason, variables, date, idempotency_key
+        )
+        return self._run(call)
+
+    def record_external(
+        self,
+        series: str,
+        number: str,
+        date: datetime.date,
+        *,
+        document_ref: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> LedgerEntry:
+        """Record ``number``, issued elsewhere for a document dated ``date``; the series never
+        hands it out. Needs an admin key."""
+        return self._run(record_call(series, number, date, document_ref, idempotency_key))
+
+    def preview_next(
+        self,
+        series: str,
+        date: datetime.date | None = None,
+        variables: Mapping[str, str] | None = None,
+    ) -> NextPreview:
+        """The number the next request would get; nothing is taken."""
+        return self._run(preview_call(series, date, variables))
 
     def gaps(
         self, series: str, *, period: str | None = None, variables: str | None = None
@@ -401,9 +459,11 @@ class AsyncDocnumClient:
         variables: Mapping[str, str] | None = None,
         *,
         idempotency_key: str | None = None,
+        document_ref: str | None = None,
     ) -> IssuedNumber:
         """See :meth:`DocnumClient.next`."""
-        return await self._run(next_call(series, date, variables, idempotency_key))
+        call = next_call(series, date, variables, idempotency_key, document_ref)
+        return await self._run(call)
 
     async def batch(
         self,
@@ -413,9 +473,11 @@ class AsyncDocnumClient:
         variables: Mapping[str, str] | None = None,
         *,
         idempotency_key: str | None = None,
+        document_ref: str | None = None,
     ) -> IssuedBatch:
         """See :meth:`DocnumClient.batch`."""
-        return await self._run(batch_call(series, count, date, variables, idempotency_key))
+        call = batch_call(series, count, date, variables, idempotency_key, document_ref)
+        return await self._run(call)
 
     async def reserve(
         self,
@@ -465,11 +527,54 @@ class AsyncDocnumClient:
         period: str | None = None,
         variables: str | None = None,
         status: str | None = None,
+        document_ref: str | None = None,
         page_size: int = PAGE_SIZE,
     ) -> AsyncIterator[LedgerEntry]:
         """See :meth:`DocnumClient.ledger`."""
-        where = LedgerFilter(period, variables, status)
+        where = LedgerFilter(period, variables, status, document_ref)
         return self._each(ledger_call(series, where, page_size))
+
+    async def annotate(self, series: str, number: str, document_ref: str) -> LedgerEntry:
+        """See :meth:`DocnumClient.annotate`."""
+        return await self._run(annotate_call(series, number, document_ref))
+
+    async def set_counter(
+        self,
+        series: str,
+        period: str,
+        last_value: int,
+        reason: str,
+        *,
+        variables: Mapping[str, str] | None = None,
+        date: datetime.date | None = None,
+        idempotency_key: str | None = None,
+    ) -> CounterChange:
+        """See :meth:`DocnumClient.set_counter`."""
+        call = set_counter_call(
+            series, period, last_value, reason, variables, date, idempotency_key
+        )
+        return await self._run(call)
+
+    async def record_external(
+        self,
+        series: str,
+        number: str,
+        date: datetime.date,
+        *,
+        document_ref: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> LedgerEntry:
+        """See :meth:`DocnumClient.record_external`."""
+        return await self._run(record_call(series, number, date, document_ref, idempotency_key))
+
+    async def preview_next(
+        self,
+        series: str,
+        date: datetime.date | None = None,
+        variables: Mapping[str, str] | None = None,
+    ) -> NextPreview:
+        """See :meth:`DocnumClient.preview_next`."""
+        return await self._run(preview_call(series, date, variables))
 
     async def gaps(
         self, series: str, *, period: str | None = None, variables: str | None = None

@@ -213,6 +213,24 @@ class ReservationConfirmed(Conflict):
     problem_type = "/problems/reservation-confirmed"
 
 
+class NumberExists(Conflict):
+    """The number recorded from elsewhere, or its counter's value, is already in the ledger."""
+
+    problem_type = "/problems/number-exists"
+
+
+class NumberHeld(Conflict):
+    """In cached mode, a value below the counter may still be handed out: not recordable."""
+
+    problem_type = "/problems/number-held"
+
+
+class CounterNotRaised(Conflict):
+    """A counter only moves up; the value sent is at or below its last value."""
+
+    problem_type = "/problems/counter-not-raised"
+
+
 class IdempotencyKeyInFlight(Conflict):
     """Another request with this key has not finished; the same request may be sent again."""
 
@@ -242,6 +260,12 @@ class IdempotencyKeyReused(InvalidRequest):
     """The key was already used for a different request (another date, count or variables)."""
 
     problem_type = "/problems/idempotency-key-reused"
+
+
+class NumberUnreadable(InvalidRequest):
+    """The number does not read as one the series renders for the document's date."""
+
+    problem_type = "/problems/number-unreadable"
 
 
 class Unavailable(DocnumError):

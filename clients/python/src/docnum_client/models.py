@@ -149,6 +149,8 @@ class LedgerEntry(Answer):
     void_reason: str | None
     voided_at: datetime.datetime | None
     variables: Mapping[str, str] = field(default_factory=dict)
+    document_ref: str | None = None
+    external: bool = False
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], **meta: Any) -> LedgerEntry:
@@ -163,6 +165,59 @@ class LedgerEntry(Answer):
             void_reason=None if data["void_reason"] is None else str(data["void_reason"]),
             voided_at=_maybe_timestamp(data["voided_at"]),
             variables=dict(data.get("variables", {})),
+            document_ref=None if data.get("document_ref") is None else str(data["document_ref"]),
+            external=bool(data.get("external", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CounterChange(Answer):
+    """A counter set by hand (go-live), as answered by ``PUT /series/{name}/counters/{period}``:
+    its last value before (None: nothing taken yet) and now, and how many values a gapless
+    counter recorded as voided on the way."""
+
+    period: str
+    variables: Mapping[str, str]
+    previous: int | None
+    last_value: int
+    voided: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], **meta: Any) -> CounterChange:
+        return cls(
+            **meta,
+            period=str(data["period"]),
+            variables=dict(data["variables"]),
+            previous=None if data["previous"] is None else int(data["previous"]),
+            last_value=int(data["last_value"]),
+            voided=int(data["voided"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NextPreview(Answer):
+    """The number the next request would get, as ``GET /series/{name}/next-preview`` shows it;
+    nothing was taken (in cached mode: the first value no process holds)."""
+
+    series: str
+    number: str
+    value: int
+    period: str
+    variables: Mapping[str, str]
+    date: datetime.date
+    mode: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], **meta: Any) -> NextPreview:
+        return cls(
+            **meta,
+            series=str(data["series"]),
+            number=str(data["number"]),
+            value=int(data["value"]),
+            period=str(data["period"]),
+            variables=dict(data["variables"]),
+            date=datetime.date.fromisoformat(data["date"]),
+            mode=str(data["mode"]),
         )
 
 

@@ -466,7 +466,9 @@ class ReserveRequest(NextRequest):
         default=1, ge=1, description="How many numbers; at most the configured maximum batch."
     )
     document_ref: DocumentRef | None = Field(
-        default=None, description="The document the numbers are for; confirm may replace it."
+        default=None,
+        description="The document the numbers are for, kept in the ledger with them (a series "
+        "without a ledger refuses one); confirm may replace it.",
     )
     ttl_seconds: int | None = Field(
         default=None,

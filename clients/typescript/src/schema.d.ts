@@ -1140,7 +1140,7 @@ export interface components {
             };
             /**
              * Document Ref
-             * @description The document the numbers are for; confirm may replace it.
+             * @description The document the numbers are for, kept in the ledger with them (a series without a ledger refuses one); confirm may replace it.
              */
             document_ref?: string | null;
             /**

@@ -5,6 +5,7 @@ did not happen, nor miss one that did.
 """
 
 import json
+from collections.abc import Mapping
 from typing import Any, get_args
 
 from app import cursors
@@ -27,6 +28,13 @@ ORDER BY id DESC
 LIMIT $5
 """
 
+# Every change of one series' configuration ($2), oldest first.
+SELECT_SERIES_HISTORY = """
+SELECT id, at, actor, action, series, details::text AS details FROM audit_log
+WHERE tenant_id = $1 AND series = $2 AND action LIKE 'series.%'
+ORDER BY id
+"""
+
 ACTIONS: tuple[str, ...] = get_args(Action)
 NEWEST = 2**63 - 1
 
@@ -47,6 +55,15 @@ async def record(
     )
 
 
+def _entry(row: Mapping[str, Any]) -> AuditEntry:
+    return AuditEntry(**{**dict(row), "details": json.loads(row["details"])})
+
+
+async def series_history(conn: Executor, tenant_id: int, series: str) -> list[AuditEntry]:
+    """How a series was configured: its creation and every change since, oldest first."""
+    return [_entry(row) for row in await conn.fetch(SELECT_SERIES_HISTORY, tenant_id, series)]
+
+
 async def page(
     conn: Executor,
     tenant_id: int,
@@ -60,7 +77,7 @@ async def page(
     position = cursors.decode("audit", cursor, (int,), lambda p: 0 < int(p[0]) <= NEWEST)
     before = NEWEST if position is None else int(position[0])
     rows = await conn.fetch(SELECT_AUDIT, tenant_id, action, series, before, limit + 1)
-    items = [AuditEntry(**{**dict(r), "details": json.loads(r["details"])}) for r in rows[:limit]]
+    items = [_entry(row) for row in rows[:limit]]
     more = len(rows) > limit
     next_cursor = cursors.encode("audit", (items[-1].id,)) if more else None
     return AuditPage(items=items, next_cursor=next_cursor, has_more=more)

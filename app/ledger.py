@@ -2,6 +2,10 @@
 
 Gapless series record every number in the transaction that issues it. A voided number stays in
 the ledger with its reason, so an auditor sees every value accounted for.
+
+Every change of a gapless ledger appends an event to its counter's hash chain (``app.chain``) in
+the transaction that makes it: recording numbers, in the one statement that inserts them; voiding,
+under the counter's lock, taken before the row's so that the lock order is the issuing one.
 """
 
 import csv
@@ -12,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from app import audit, cursors
+from app import audit, chain, cursors
 from app.database import Connection, Executor
 from app.definition import CounterKey, Series
 from app.issuing.issued import Issued
@@ -43,15 +47,36 @@ SELECT $1, $2, $3, value, number, date, $7, document_ref,
 FROM unnest($4::bigint[], $5::text[], $6::date[], $8::text[], $9::boolean[])
     AS u (value, number, date, document_ref, reserved)
 """
+# The same for a gapless series, with the numbers' events: each row marked with its event, the
+# events stored after the head ($9: counter id, $10: seq), the head moved to ($11, $12).
+# Reserved numbers: $16, as $9 above.
+INSERT_CHAINED_NUMBERS = f"""
+WITH recorded AS (
+    INSERT INTO numbers (
+        series_id, period, variables, value, number, date, issued_at, document_ref, status,
+        chain_seq, chain_hash
+    )
+    SELECT $1, $2, $3, value, number, date, $7, document_ref,
+           CASE WHEN reserved THEN 'reserved' ELSE 'issued' END, $10 + position, hash
+    FROM unnest($4::bigint[], $5::text[], $6::date[], $8::text[], $14::bytea[], $16::boolean[])
+        WITH ORDINALITY AS u (value, number, date, document_ref, hash, reserved, position)
+),
+{
+    chain.APPEND_EVENTS.format(
+        counter="$9", seq="$10", values="$4", kinds="$13", contents="$15", hashes="$14"
+    )
+}
+{chain.MOVE_HEAD.format(counter="$9", new_seq="$11", new_head="$12")}
+"""
 ENTRY_COLUMNS = (
     "value, number, period, variables, date, status, issued_at, void_reason, voided_at, "
     "document_ref, external"
 )
 # Keyset paging on the primary key: stable under concurrent inserts, no OFFSET scans. $2 and $3
 # filter by counter (period, variables), $4 by status, $9 by document reference (its index
-# finds the few entries of one document).
+# finds the few entries of one document). With each row's chain marks, for the CSV.
 SELECT_PAGE = f"""
-SELECT {ENTRY_COLUMNS}
+SELECT {ENTRY_COLUMNS}, chain_seq, chain_hash
 FROM numbers
 WHERE series_id = $1
   AND ($2::text IS NULL OR period = $2)
@@ -62,10 +87,11 @@ WHERE series_id = $1
 ORDER BY period, variables, value
 LIMIT $8
 """
-VOID_NUMBER = f"""
+# The whole row: the chain records it as it now is, and the API shows its ENTRY_COLUMNS.
+VOID_NUMBER = """
 UPDATE numbers SET status = 'voided', void_reason = $3, voided_at = now()
 WHERE series_id = $1 AND number = $2 AND status = 'issued'
-RETURNING {ENTRY_COLUMNS}
+RETURNING *
 """
 # Sets the document reference of one number; the previous one is read from the row as it was.
 ANNOTATE_NUMBER = f"""
@@ -74,6 +100,8 @@ FROM (SELECT document_ref FROM numbers WHERE series_id = $1 AND number = $2 FOR 
 WHERE n.series_id = $1 AND n.number = $2
 RETURNING old.document_ref AS previous, {", ".join("n." + c for c in ENTRY_COLUMNS.split(", "))}
 """
+# Which counter a number belongs to.
+NUMBER_COUNTER = "SELECT period, variables FROM numbers WHERE series_id = $1 AND number = $2"
 # One number, by the unique (series_id, number) index.
 SELECT_NUMBER = f"SELECT {ENTRY_COLUMNS} FROM numbers WHERE series_id = $1 AND number = $2"
 NUMBER_STATUS = "SELECT status FROM numbers WHERE series_id = $1 AND number = $2"
@@ -108,11 +136,40 @@ FROM counters WHERE series_id = $1 AND period = $2 AND variables = $3
 """
 
 
+def issued_events(counter: CounterKey, issued: list[Issued]) -> list[chain.Event]:
+    """The ``issued`` event of each number (``reserved`` for a reserved one), in the order the
+    numbers are recorded."""
+    row: dict[str, object] = {
+        "period": counter.period,
+        "variables": counter.variables,
+        "status": "issued",
+        "issued_at": issued[0].issued_at,
+        "void_reason": None,
+        "voided_at": None,
+        "external": False,
+    }
+    events = []
+    for item in issued:
+        row["date"] = item.date
+        row["document_ref"] = item.document_ref
+        row["status"] = "issued" if item.reservation is None else "reserved"
+        numbers = list(zip(item.values, item.numbers, strict=True))
+        events += chain.events_of(str(row["status"]), row, numbers)
+    return events
+
+
 async def record_numbers(
-    conn: Connection, series: Series, counter: CounterKey, issued: list[Issued]
+    conn: Connection,
+    series: Series,
+    counter: CounterKey,
+    issued: list[Issued],
+    head: chain.Head | None = None,
 ) -> None:
     """One statement for the whole group or batch, whatever its size. Numbers that carry a
     reservation are recorded as reserved.
+
+    With the counter's chain ``head`` (gapless issuing read it under the counter's lock), the same
+    statement appends the numbers' events and moves the head.
 
     The ledger's unique constraints are the last word on uniqueness: a number that reads like
     one already recorded (variables can combine that way, or a changed format) raises
@@ -121,20 +178,38 @@ async def record_numbers(
     values = [v for item in issued for v in item.values]
     if not values:
         return
+    recorded = (
+        series.id,
+        counter.period,
+        counter.variables,
+        values,
+        [n for item in issued for n in item.numbers],
+        [item.date for item in issued for _ in item.values],
+        issued[0].issued_at,
+        [item.document_ref for item in issued for _ in item.values],
+    )
+    reserved = [item.reservation is not None for item in issued for _ in item.values]
     try:
-        await conn.execute(
-            INSERT_NUMBERS,
-            series.id,
-            counter.period,
-            counter.variables,
-            values,
-            [n for item in issued for n in item.numbers],
-            [item.date for item in issued for _ in item.values],
-            issued[0].issued_at,
-            [item.document_ref for item in issued for _ in item.values],
-            [item.reservation is not None for item in issued for _ in item.values],
-        )
-    except asyncpg.UniqueViolationError:
+        if head is None:
+            await conn.execute(INSERT_NUMBERS, *recorded, reserved)
+        else:
+            events = issued_events(counter, issued)
+            hashes, new = chain.link(head, events)
+            await conn.execute(
+                INSERT_CHAINED_NUMBERS,
+                *recorded,
+                head.counter_id,
+                head.seq,
+                new.seq,
+                new.hash,
+                [e.kind for e in events],
+                hashes,
+                [e.content for e in events],
+                reserved,
+            )
+    except asyncpg.UniqueViolationError as error:
+        if error.table_name != "numbers":  # the chain's own key: a bug, never the client's
+            raise
         raise NumberCollision(
             f"A number rendered for series {series.name!r} is already in its ledger; "
             "nothing was issued. Send other variables, or change the format."
@@ -196,6 +271,8 @@ CSV_COLUMNS = (
     "voided_at",
     "document_ref",
     "external",
+    "chain_seq",
+    "chain_hash",
 )
 
 
@@ -215,17 +292,20 @@ def csv_cell(value: object) -> object:
     starting with ``'`` gets one too, so the rule reads back without doubt: a text cell starting
     with ``'`` holds the value without that first ``'``. Integers and dates are written as they
     are (a spreadsheet reads ``-5`` as a number, never as a formula); timestamps in ISO 8601 with
-    its ``T`` (``2026-03-31T14:05:09.123456+00:00``), not the space ``str`` puts there.
+    its ``T`` (``2026-03-31T14:05:09.123456+00:00``), not the space ``str`` puts there; hashes in
+    lowercase hex.
     """
     if isinstance(value, str) and value.startswith(CSV_FORMULA_STARTS):
         return "'" + value
     if isinstance(value, datetime.datetime):
         return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
     return value
 
 
 async def csv_chunks(
-    pool: asyncpg.Pool,
+    pool: Executor,
     series: Series,
     *,
     period: str | None,
@@ -239,7 +319,8 @@ async def csv_chunks(
     anything is sent. Each later page is read when the client has taken the one before, on a
     connection taken from the pool for that one statement: no connection and no transaction is
     held while the client reads. Like the JSON pages, the export is not one snapshot: each row
-    appears once, as it was when its page was read.
+    appears once, as it was when its page was read. Given a connection instead of the pool, every
+    page is read on it (the auditor's ZIP reads them all in its snapshot).
     """
 
     async def rows_after(after: tuple[str, str, int]) -> list[asyncpg.Record]:
@@ -275,12 +356,25 @@ async def lookup(conn: Executor, series: Series, number: str) -> LedgerEntry:
     return LedgerEntry(**dict(row))
 
 
+async def _locked_counter(conn: Connection, series: Series, number: str) -> CounterKey:
+    """The counter of ``number``, its chain's head locked when the series keeps a chain: the
+    lock order is the issuing one (counter, then ledger row)."""
+    found = await conn.fetchrow(NUMBER_COUNTER, series.id, number)
+    if found is None:
+        raise NumberNotFound(f"No number {number!r} in series {series.name!r}.")
+    counter = CounterKey(found["period"], found["variables"])
+    if series.mode == "gapless":
+        await chain.lock(conn, series.id, counter)
+    return counter
+
+
 async def void(
     conn: Connection, series: Series, number: str, reason: str, *, actor: str
 ) -> LedgerEntry:
     if series.mode != "gapless":
         raise NotGapless("Only numbers of a gapless series can be voided.")
     async with conn.transaction():
+        counter = await _locked_counter(conn, series, number)
         row = await conn.fetchrow(VOID_NUMBER, series.id, number, reason)
         if row is None:
             status = await conn.fetchval(NUMBER_STATUS, series.id, number)
@@ -288,9 +382,8 @@ async def void(
                 raise NumberReserved(
                     f"{number} is reserved: release its reservation instead of voiding it."
                 )
-            if status is not None:
-                raise AlreadyVoided(f"{number} is already voided.")
-            raise NumberNotFound(f"No number {number!r} in series {series.name!r}.")
+            raise AlreadyVoided(f"{number} is already voided.")
+        await chain.append(conn, series.id, counter, [chain.event("voided", row=row)])
         await audit.record(
             conn,
             tenant_id=series.tenant_id,
@@ -306,15 +399,19 @@ async def annotate(
     conn: Connection, series: Series, number: str, document_ref: str, *, actor: str
 ) -> LedgerEntry:
     """Attach ``document_ref`` to a number of the ledger (whatever its status), audited with the
-    reference it replaces; setting the reference it has changes nothing and is not audited."""
+    reference it replaces and, in a gapless series, chained as an ``annotated`` event; setting
+    the reference it has changes nothing and is not audited."""
     async with conn.transaction():
+        counter = await _locked_counter(conn, series, number)
         row = await conn.fetchrow(ANNOTATE_NUMBER, series.id, number, document_ref)
-        if row is None:
+        if row is None:  # a released reservation's row is gone
             raise NumberNotFound(f"No number {number!r} in series {series.name!r}.")
         entry = dict(row)
         previous = entry.pop("previous")
         if previous == document_ref:
             return LedgerEntry(**entry)
+        if series.mode == "gapless":
+            await chain.append(conn, series.id, counter, [chain.event("annotated", row=entry)])
         await audit.record(
             conn,
             tenant_id=series.tenant_id,

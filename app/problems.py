@@ -276,6 +276,15 @@ class CounterNotRaised(Conflict):
     )
 
 
+class NotChained(Conflict):
+    slug, title = "not-chained", "This series keeps no hash chain"
+    description = (
+        "Only gapless series chain their ledger events with SHA-256; sequence and cached series "
+        "record numbers from concurrent requests in no single order, so there is no chain to "
+        "verify or to hand to an auditor. Use a gapless series for numbers that need one."
+    )
+
+
 class IdempotencyKeyInFlight(Conflict):
     slug, title = "idempotency-key-in-flight", "A request with this Idempotency-Key is in progress"
     description = (

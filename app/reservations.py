@@ -36,7 +36,7 @@ from typing import Any
 
 import asyncpg
 
-from app import metrics
+from app import chain, metrics
 from app.database import Connection, Executor
 from app.definition import CounterKey, Series
 from app.issuing.issued import Hold, Issued, Reservation
@@ -92,16 +92,19 @@ DROP_HELD = """
 DELETE FROM numbers
 WHERE series_id = $1 AND period = $2 AND variables = $3 AND value = ANY($4::bigint[])
   AND status = 'reserved'
+RETURNING value
 """
 VOID_HELD = """
 UPDATE numbers SET status = 'voided', void_reason = $5, voided_at = now()
 WHERE series_id = $1 AND period = $2 AND variables = $3 AND value = ANY($4::bigint[])
   AND status = 'reserved'
+RETURNING *
 """
 ISSUE_HELD = """
 UPDATE numbers SET status = 'issued', document_ref = $5
 WHERE series_id = $1 AND period = $2 AND variables = $3 AND value = ANY($4::bigint[])
   AND status = 'reserved'
+RETURNING *
 """
 SETTLE = f"""
 UPDATE reservations SET status = $2, settled_at = now(), document_ref = $3
@@ -196,7 +199,10 @@ async def confirm(
             row = await _locked(conn, series, reservation_id)
             if row["status"] == "reserved" and not row["lapsed"]:
                 ref = document_ref or row["document_ref"]
-                await conn.execute(ISSUE_HELD, *_held(series.id, row), ref)
+                if series.mode == "gapless":
+                    await chain.lock(conn, series.id, _counter(row))
+                rows = await conn.fetch(ISSUE_HELD, *_held(series.id, row), ref)
+                await _chain(conn, series.id, series.mode, row, "confirmed", rows)
                 row = await _mark(conn, row, "confirmed", ref)
                 confirmed_now = True
             elif row["status"] == "reserved":
@@ -268,7 +274,8 @@ async def _settle(
 ) -> asyncpg.Record:
     """Release or expire a reservation whose row this transaction holds locked. Its ledger rows
     are settled whether or not the series keeps a ledger now: it may have been turned off since
-    they were recorded."""
+    they were recorded. The counter's row is locked before the ledger rows, as issuing locks
+    them: by the statement that gives the values back, or else by ``chain.lock``."""
     values: list[int] = list(row["values"])
     given_back = mode == "gapless" and (
         await conn.fetchval(
@@ -277,10 +284,38 @@ async def _settle(
         is not None
     )
     if given_back:
-        await conn.execute(DROP_HELD, *_held(series_id, row))
+        dropped = await conn.fetch(DROP_HELD, *_held(series_id, row))
+        await _chain(conn, series_id, mode, row, outcome, dropped)
     else:
-        await conn.execute(VOID_HELD, *_held(series_id, row), outcome)
+        if mode == "gapless":
+            await chain.lock(conn, series_id, _counter(row))
+        voided = await conn.fetch(VOID_HELD, *_held(series_id, row), outcome)
+        await _chain(conn, series_id, mode, row, outcome, voided)
     return await _mark(conn, row, outcome, row["document_ref"])
+
+
+def _counter(row: asyncpg.Record) -> CounterKey:
+    return CounterKey(row["period"], row["variables"])
+
+
+async def _chain(
+    conn: Connection,
+    series_id: int,
+    mode: str,
+    reservation: asyncpg.Record,
+    kind: str,
+    changed: list[asyncpg.Record],
+) -> None:
+    """Append an event ``kind`` per ledger row a settlement left (or removed: a row of its value
+    alone) to the counter's chain, in a gapless series (app.chain). The counter's row is locked
+    already: by the statement that gave the values back, or by the caller, before the rows."""
+    if mode != "gapless" or not changed:
+        return
+    events = [
+        chain.event(kind, row=dict(r)) if len(r) > 1 else chain.event(kind, value=r["value"])
+        for r in sorted(changed, key=lambda r: int(r["value"]))
+    ]
+    await chain.append(conn, series_id, _counter(reservation), events)
 
 
 async def _mark(

@@ -677,6 +677,74 @@ class GapReport(BaseModel):
     gaps: list[Gap]
 
 
+ChainProblem = Literal[
+    "event-missing", "event-altered", "head-moved", "row-altered", "row-missing", "row-unrecorded"
+]
+
+
+class ChainBreak(BaseModel):
+    """The first link of a counter's chain that does not hold."""
+
+    problem: ChainProblem = Field(
+        description="`event-missing`: an event was deleted; `event-altered`: an event's content "
+        "or hash was changed; `head-moved`: the counter's head is not its last event (events "
+        "added or removed at the end); `row-altered`: a ledger row differs from its last event; "
+        "`row-missing`: an event left a row that the ledger no longer holds; `row-unrecorded`: a "
+        "ledger row that no event recorded."
+    )
+    seq: int | None = Field(description="The event (1 is the first); null for an unrecorded row.")
+    value: int | None = Field(description="The ledger row concerned, if any.")
+    expected: str | None = Field(
+        description="What the chain says: a hash (hex), `seq:hash`, or the row as JSON."
+    )
+    found: str | None = Field(description="What the database holds instead, in the same form.")
+    detail: str
+
+
+class CounterChain(BaseModel):
+    variables: str = Field(description="The counter's variable values, as the ledger stores them.")
+    events: int = Field(description="How many events the counter's head says its chain holds.")
+    head: str = Field(description="The head: the last event's SHA-256, hex (64 zeros: none).")
+    intact: bool
+    broken: ChainBreak | None
+
+
+class ChainReport(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "series": "invoices",
+                    "period": "2026",
+                    "intact": False,
+                    "counters": [
+                        {
+                            "variables": "",
+                            "events": 130,
+                            "head": "9f2c" + "0" * 60,
+                            "intact": False,
+                            "broken": {
+                                "problem": "row-altered",
+                                "seq": 57,
+                                "value": 57,
+                                "expected": '{"date":"2026-03-31",...,"number":"INV-2026-000057"}',
+                                "found": '{"date":"2026-03-31",...,"number":"INV-2026-000058"}',
+                                "detail": "The row of value 57 differs from what event 57 "
+                                "recorded.",
+                            },
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    series: str
+    period: str
+    intact: bool = Field(description="True when every counter of the period is intact.")
+    counters: list[CounterChain]
+
+
 KeyName = Annotated[
     str, Field(max_length=100, pattern=LINE_PATTERN, description="Who or what uses the key.")
 ]

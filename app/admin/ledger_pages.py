@@ -1,5 +1,6 @@
 """A series' page: its counters, its format history, its ledger, the gap report; voiding a
-number; the CSV download.
+number; the CSV download, and for a gapless series the auditor's ZIP of a period (the API's
+``GET /series/{name}/export``).
 
 The ledger, the gap report and the CSV are filtered alike: by period, by a counter's variable
 values and by status, as the API's ``period``, ``variables`` and ``status`` parameters do; the
@@ -14,7 +15,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app import exports, ledger
+from app import auditor, exports, ledger
 from app import series as series_sql
 from app.admin.forms import FormInvalid, parse, problem_errors
 from app.admin.series_pages import series_path
@@ -212,6 +213,21 @@ async def ledger_csv(
         filename=filename,
         document_ref=chosen.document_ref,
     )
+
+
+@router.get("/series/{name}/audit.zip")
+async def audit_zip(
+    name: str, signed_in: AdminSessionDep, services: ServicesDep, period: PeriodFilter = ""
+) -> Response:
+    """The period filtered on, or else the current one."""
+    found = auditor.chained(
+        await series_sql.fetch(services.pool, signed_in.principal.tenant_id, name)
+    )
+    chosen = LedgerFilter.of(period, "", "").period or services.issuer.current_period(found)
+    body = await auditor.archive(
+        services.pool, services.exports, found, chosen, services.issuer.clock()
+    )
+    return auditor.zip_response(body, f"{name}-{chosen}-audit.zip")
 
 
 @router.get("/series/{name}/void")

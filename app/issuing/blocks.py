@@ -161,9 +161,10 @@ class BlockIssuer(SingleIssuer):
         async with self._pool.acquire() as conn:
             lane.connected = asyncio.current_task()
             for size in (series.block_size, 1):
-                last = await counters.advance(conn, series, key, size, self._max_counters)
-                if last is not None:
+                advanced = await counters.advance(conn, series, key, size, self._max_counters)
+                if advanced is not None:
                     metrics.count_block_refill(series)
+                    last = advanced.last
                     return _Block(last - (size - 1) * series.step, last, series.step)
         raise counters.exhausted(1)
 
@@ -174,10 +175,10 @@ class BlockIssuer(SingleIssuer):
         if conn is None:
             async with self._pool.acquire() as own:
                 return await self._reserve_run(series, key, count, own)
-        last = await counters.advance(conn, series, key, count, self._max_counters)
-        if last is None:
+        advanced = await counters.advance(conn, series, key, count, self._max_counters)
+        if advanced is None:
             raise counters.exhausted(count)
-        return counters.run(last, count, series.step)
+        return counters.run(advanced.last, count, series.step)
 
     def _drop(self, lanes_key: tuple[int, CounterKey], lane: _Lane) -> None:
         """Close a lane the cache let go, and queue it to give its unused values back."""

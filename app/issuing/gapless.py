@@ -6,7 +6,9 @@ transaction per number would serialise every caller on the counter row's lock an
 flush each. Instead, requests for the same counter that arrive while a transaction is in
 flight wait in a queue; the next transaction serves the whole queue with one counter update, one
 ledger insert and one commit. Values follow the order of arrival within the process. If that
-transaction fails, every request in it fails and none is given a number.
+transaction fails, every request in it fails and none is given a number. The same two statements
+append the numbers' events to the counter's hash chain (see app.chain): the counter update
+returns the chain's head under its lock, and the ledger insert stores the events and moves it.
 
 Three failures belong to one request rather than to the group, and fail only that request: a
 number that cannot be rendered from its variables, a number that collides with one already in
@@ -131,10 +133,10 @@ class GaplessIssuer:
             total = sum(w.request.count for w in fresh)
             issued: dict[int, Issued] = {}
             if total:
-                last = await counters.advance(conn, series, counter, total, self._max_counters)
-                if last is None:
+                advanced = await counters.advance(conn, series, counter, total, self._max_counters)
+                if advanced is None:
                     raise counters.exhausted(total)
-                values = iter(counters.run(last, total, series.step))
+                values = iter(counters.run(advanced.last, total, series.step))
                 for waiter in fresh:
                     run = [next(values) for _ in range(waiter.request.count)]
                     try:
@@ -147,7 +149,7 @@ class GaplessIssuer:
                     reserved = await reservations.hold(conn, series, counter, terms)
                     for (waiter, _), item in zip(held, reserved, strict=True):
                         issued[id(waiter)] = item
-                await record_numbers(conn, series, counter, list(issued.values()))
+                await record_numbers(conn, series, counter, list(issued.values()), advanced.head)
                 await idempotency.store(
                     conn,
                     series,

@@ -14,8 +14,10 @@ Invariants, and why they hold:
 - **No unexplained gap.** In gapless mode every value a counter passes by hand is recorded in the
   ledger as voided, with the reason given (go-live) or one naming the number recorded (external),
   so the gap report stays empty. At most ``MAX_SKIPPED`` values are voided at once: a larger move
-  is refused (422) and made in steps. Sequence and cached mode may skip values anyway and record
-  nothing for them.
+  is refused (422) and made in steps. Each such value, each number recorded and each counter set
+  is an event of the counter's hash chain (``app.chain``: ``skipped``, ``external``,
+  ``counter-set``), appended under the lock the change holds already. Sequence and cached mode
+  may skip values anyway and record nothing for them.
 - **A number recorded from elsewhere is never handed out.** It must read as a number of the series
   (its format on the document's date, or any earlier one: ``Template.parse``, checked by rendering
   it back), with a value the counter counts. Above the counter's top, the counter moves to it;
@@ -36,7 +38,7 @@ from typing import NamedTuple, TypeVar
 
 import asyncpg
 
-from app import audit
+from app import audit, chain
 from app.database import Connection, Executor
 from app.definition import CounterKey, Format, Series, StaleDefinition
 from app.formatting import NumberTooLong, Template, VariableError
@@ -83,6 +85,7 @@ INSERT INTO numbers (series_id, period, variables, value, number, date, status, 
                      voided_at, external)
 SELECT $1, $2, $3, value, number, $6, 'voided', $7, now(), true
 FROM unnest($4::bigint[], $5::text[]) AS u (value, number)
+RETURNING *
 """
 # A number recorded from elsewhere in the place of a value a counter passed by hand.
 FILL_SKIPPED = f"""
@@ -165,6 +168,9 @@ async def set_counter(
         )
         await _set_top(conn, series, locked, last_value)
         previous = None if locked.top < series.start else locked.top
+        if series.mode == "gapless":
+            event = chain.event("counter-set", last_value=last_value, reason=reason)
+            await chain.append(conn, series.id, key, [event])
         await audit.record(
             conn,
             tenant_id=series.tenant_id,
@@ -237,8 +243,11 @@ async def record_external(
                 f"Series {series.name!r} already has {number!r}, or value {value} of its "
                 "counter, in its ledger; nothing was recorded."
             ) from None
+        assert row is not None  # INSERT … RETURNING
         if value > locked.top:  # after the insert: setval stays even if the transaction fails
             await _set_top(conn, series, locked, value)
+        if series.mode == "gapless":
+            await chain.append(conn, series.id, key, [chain.event("external", row=row)])
         await audit.record(
             conn,
             tenant_id=series.tenant_id,
@@ -247,7 +256,6 @@ async def record_external(
             series=series.name,
             details={"number": number, "date": day, "document_ref": document_ref, "voided": voided},
         )
-    assert row is not None  # INSERT … RETURNING
     return LedgerEntry(**dict(row))
 
 
@@ -370,12 +378,15 @@ async def _move(
     values = list(skipped)
     numbers = _render(series, template, values, day, variables)
     try:
-        await conn.execute(INSERT_SKIPPED, series.id, *locked.key, values, numbers, day, reason)
+        rows = await conn.fetch(
+            INSERT_SKIPPED, series.id, *locked.key, values, numbers, day, reason
+        )
     except asyncpg.UniqueViolationError:
         raise NumberCollision(
             f"A number between {numbers[0]} and {numbers[-1]} is already in the ledger of "
             f"series {series.name!r}; nothing was changed."
         ) from None
+    await chain.append(conn, series.id, locked.key, [chain.event("skipped", row=r) for r in rows])
     return len(skipped)
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 
-from app import exports, fastpath, ledger
+from app import auditor, exports, fastpath, ledger
 from app.database import Connection
 from app.definition import CounterKey, Series
 from app.deps import (
@@ -41,6 +41,7 @@ from app.problems import (
     AlreadyVoided,
     CounterNotRaised,
     LedgerDisabled,
+    NotChained,
     NotGapless,
     NumberCollision,
     NumberExists,
@@ -58,6 +59,7 @@ from app.schemas import (
     COUNTER_VARIABLES_PATTERN,
     PERIOD_PATTERN,
     BatchRequest,
+    ChainReport,
     CounterChange,
     CounterSet,
     DocumentRef,
@@ -141,9 +143,10 @@ async def issue_batch(
 
 CSV_EXAMPLE = (
     "period,variables,value,number,date,status,issued_at,void_reason,voided_at,document_ref,"
-    "external\r\n"
+    "external,chain_seq,chain_hash\r\n"
     "2026,,123,INV-2026-000123,2026-03-31,issued,2026-03-31T14:05:09.123456+00:00,,,"
-    "SO-2026-0042,False\r\n"
+    "SO-2026-0042,False,123,"
+    "5e2b6c0f9d1a4e7b8c3d2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c\r\n"
 )
 
 Period = Annotated[str | None, Query(pattern=PERIOD_PATTERN, examples=["2026"])]
@@ -449,6 +452,59 @@ async def find_gaps(
     series = await _with_ledger(services, principal.tenant_id, name)
     counter = CounterKey(period or services.issuer.current_period(series), variables or "")
     return await ledger.gaps(services.pool, series, counter)
+
+
+@router.get(
+    "/verify",
+    summary="Verify the hash chain of a period's ledger",
+    description="Recomputes the SHA-256 chain of each counter of the period (of one counter with "
+    "`variables`) and checks every ledger row against the chain's last event for it. Each "
+    "counter's report names its first broken link. Gapless series only.",
+    responses=key_problems(SeriesNotFound, NotChained),
+)
+async def verify_chain(
+    name: SeriesNameParam,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    period: Period = None,
+    variables: CounterVariablesQuery = None,
+) -> ChainReport:
+    """The period defaults to the current one."""
+    series = auditor.chained(await services.catalog.get(principal.tenant_id, name))
+    chosen = period or services.issuer.current_period(series)
+    return await auditor.verify(services.pool, series, chosen, variables)
+
+
+@router.get(
+    "/export",
+    summary="One ZIP for the auditor: a period's ledger, chain, voids, gaps and configuration",
+    description="`ledger.csv`, `chain.csv` (every event with the content that was hashed), "
+    "`voids.csv`, `gaps.json`, `configuration.json` (the series and its history from the audit "
+    "trail) and `head.json` (each counter's chain head and its verification), read in one "
+    "snapshot. The period defaults to the current one. Gapless series only.",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {
+                auditor.ZIP: {
+                    "schema": {"type": "string", "format": "binary"},
+                    "example": "(a ZIP: ledger.csv, chain.csv, voids.csv, gaps.json, "
+                    "configuration.json, head.json)",
+                }
+            }
+        },
+        **admin_problems(SeriesNotFound, NotChained, TooManyExports),
+    },
+)
+async def export_period(
+    name: SeriesNameParam, admin: AdminDep, services: ServicesDep, period: Period = None
+) -> Response:
+    series = auditor.chained(await services.catalog.get(admin.tenant_id, name))
+    chosen = period or services.issuer.current_period(series)
+    body = await auditor.archive(
+        services.pool, services.exports, series, chosen, services.issuer.clock()
+    )
+    return auditor.zip_response(body, f"{name}-{chosen}-audit.zip")
 
 
 @router.get(

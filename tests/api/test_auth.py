@@ -70,6 +70,8 @@ ROUTES = [
     Route("GET", "/series/{series}/reservations/{reservation}", "issue", 200),
     Route("POST", "/series/{series}/reservations/{reservation}/confirm", "issue", 200, {}),
     Route("DELETE", "/series/{series}/reservations/{reservation}", "issue", 200),
+    Route("GET", "/series/{series}/verify", "issue", 200),
+    Route("GET", "/series/{series}/export", "admin", 200),
     Route("GET", "/keys", "admin", 200, names_resource=False),
     Route("POST", "/keys", "admin", 201, {"scope": "issue"}, False),
     Route("DELETE", "/keys/{prefix}", "admin", 200, not_found="key-not-found"),

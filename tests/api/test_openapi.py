@@ -170,6 +170,8 @@ OPERATION_IDS = {
     ("GET", "/series/{name}/reservations/{reservation_id}"): "getReservation",
     ("POST", "/series/{name}/reservations/{reservation_id}/confirm"): "confirmReservation",
     ("DELETE", "/series/{name}/reservations/{reservation_id}"): "releaseReservation",
+    ("GET", "/series/{name}/verify"): "verifyChain",
+    ("GET", "/series/{name}/export"): "exportPeriod",
     ("GET", "/keys"): "listKeys",
     ("POST", "/keys"): "createKey",
     ("DELETE", "/keys/{prefix}"): "revokeKey",

@@ -70,9 +70,12 @@ async def entry(
 
 
 async def assert_no_gaps(client: httpx.AsyncClient, tenant: Tenant, series: str = "r") -> None:
+    """No value is missing from the gapless ledger, and its hash chain verifies."""
     response = await client.get(f"/series/{series}/gaps", headers=tenant.issuer)
     assert response.status_code == 200, response.text
     assert response.json()["missing"] == 0, response.json()
+    verified = await client.get(f"/series/{series}/verify", headers=tenant.issuer)
+    assert verified.status_code == 200 and verified.json()["intact"] is True, verified.text
 
 
 async def lapse(pool: asyncpg.Pool, reservation: dict[str, Any]) -> None:
@@ -99,6 +102,7 @@ async def test_a_confirmed_reservation_issues_its_numbers_with_the_document_refe
     assert (await entry(client, tenant, "R-0001"))["status"] == "issued"
     assert await pool.fetchval(REFERENCE, tenant.id, "R-0001") == "INV-DRAFT-1"
     assert await next_value(client, tenant) == 2
+    await assert_no_gaps(client, tenant)
 
 
 async def test_a_released_gapless_number_is_handed_out_again(

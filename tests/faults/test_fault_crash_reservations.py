@@ -153,6 +153,7 @@ async def test_kill_9_with_reservations_outstanding_leaves_every_value_accounted
                 if cursor is None:
                     break
             report = (await http.get(f"/series/{name}/gaps")).json()
+            verified = (await http.get(f"/series/{name}/verify")).json()
             for held_id in load.held:
                 found = await http.get(f"/series/{name}/reservations/{held_id}")
                 assert found.json()["status"] == "expired", found.text
@@ -160,6 +161,7 @@ async def test_kill_9_with_reservations_outstanding_leaves_every_value_accounted
     values = sorted(e["value"] for e in entries)
     assert values == list(range(1, len(values) + 1))
     assert (report["missing"], report["gaps"], report["last_value"]) == (0, [], values[-1])
+    assert verified["intact"] is True, verified
     assert all(e["status"] in ("issued", "voided") for e in entries)
     assert all(
         e["void_reason"] in ("released", "expired") for e in entries if e["status"] == "voided"

@@ -10,7 +10,7 @@ import pytest
 from app import series as series_sql
 from app.issuing.counters import ADVANCE_COUNTER
 from app.issuing.engine import Issuer
-from app.ledger import INSERT_NUMBERS
+from app.ledger import INSERT_CHAINED_NUMBERS
 from app.settings import Settings
 from harness.tenants import Tenant, create_series
 from tests.support.api import assert_problem
@@ -138,7 +138,7 @@ async def test_a_gapless_batch_costs_the_same_statements_whatever_its_size(
     """What is proven: asyncpg's query logger on a real one-connection pool records every
     statement the issuing code sends. Once the connection knows the column types, a batch of any
     size is one transaction of the same four statements: BEGIN, one counter update that reserves
-    the whole run, one ledger insert, COMMIT."""
+    the whole run, one ledger insert (which also chains the numbers' events), COMMIT."""
     await create_series(client, tenant, "b", start=5, step=3)
     series = await series_sql.fetch(pool, tenant.id, "b")
     async with recording_pool(database_url, max_size=1) as (own_pool, sent):
@@ -149,7 +149,7 @@ async def test_a_gapless_batch_costs_the_same_statements_whatever_its_size(
     assert [q for q in sent if not q.startswith(POOL_RESET)] == [
         "BEGIN;",
         ADVANCE_COUNTER,
-        INSERT_NUMBERS,
+        INSERT_CHAINED_NUMBERS,
         "COMMIT;",
     ]
     assert answer.issued is not None

@@ -13,7 +13,7 @@ from app.definition import Series
 from app.issuing.counters import ADVANCE_COUNTER
 from app.issuing.engine import Answer, Issuer
 from app.issuing.issued import Issued
-from app.ledger import INSERT_NUMBERS
+from app.ledger import INSERT_CHAINED_NUMBERS
 from app.problems import InvalidRequest, NumberCollision, SeriesExhausted
 from harness.tenants import Tenant, create_series
 from tests.support.api import assert_problem
@@ -52,7 +52,7 @@ async def test_concurrent_requests_share_one_transaction_in_order_of_arrival(
         values = [issued(a).values[0] for a in answers]
         assert values == [5 + 3 * i for i in range(50)]  # the i-th to arrive gets the i-th value
         assert sent.count(ADVANCE_COUNTER) == 1
-        assert sent.count(INSERT_NUMBERS) == 1
+        assert sent.count(INSERT_CHAINED_NUMBERS) == 1
         assert sent.count("BEGIN;") == sent.count("COMMIT;") == 1
 
         more = await asyncio.gather(*(issue_plain(issuer, series) for _ in range(7)))

@@ -5,7 +5,8 @@ half the clients use a series with a ledger and half one without (the two take d
 Checked afterwards: no value and no number reaches two requests; every number is the value
 rendered by the format; a batch is one contiguous run (gapless, cached) or ascending (sequence);
 gapless values are exactly start, start + step, ... with no hole; where a series keeps a ledger,
-it holds exactly what the clients received, and for gapless /gaps reports nothing missing.
+it holds exactly what the clients received, and for gapless /gaps reports nothing missing and
+/verify an intact hash chain with one event per number.
 
 Each runs twice: with the processes connected to PostgreSQL directly, and through PgBouncer in
 transaction pooling mode (LISTEN and migrations on their direct URL), there with half the
@@ -188,3 +189,7 @@ async def test_processes_never_issue_a_value_twice(
             if mode == "gapless":
                 report: dict[str, Any] = (await http.get(f"/series/{name}/gaps")).json()
                 assert (report["last_value"], report["gaps"]) == (values[-1], [])
+                # Every process appended to one chain, in one order, without a break.
+                chained: dict[str, Any] = (await http.get(f"/series/{name}/verify")).json()
+                assert chained["intact"] is True, chained
+                assert chained["counters"][0]["events"] == len(values)

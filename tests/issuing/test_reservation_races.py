@@ -200,6 +200,7 @@ async def test_reservations_interleaved_with_issues_across_processes_keep_every_
     async with httpx.AsyncClient(base_url=processes[0].url, headers=tenant.admin) as http:
         entries = await ledger(http, name)
         report = (await http.get(f"/series/{name}/gaps")).json()
+        verified = await http.get(f"/series/{name}/verify")
     by_value = {e["value"]: e for e in entries}
     assert len(by_value) == len(entries)
     assert all(e["number"] == f"RR-{e['value']:08d}" for e in entries)
@@ -211,3 +212,4 @@ async def test_reservations_interleaved_with_issues_across_processes_keep_every_
         assert sorted(by_value) == [start + step * i for i in range(len(by_value))]
         assert (report["missing"], report["gaps"]) == (0, [])
         assert report["last_value"] == max(by_value)
+        assert verified.json()["intact"] is True, verified.text

@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import stat
+import zipfile
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -572,6 +573,34 @@ async def test_the_ledger_pages_by_keyset_and_downloads_the_apis_csv(
     assert 'filename="long-all-ledger.csv"' in portal_csv.headers["content-disposition"]
     assert portal_csv.text == api_csv.text
     assert len(portal_csv.text.splitlines()) == 61
+
+
+async def test_a_gapless_series_page_offers_the_auditors_zip_of_the_period_shown(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "zipped", format="Z-{YYYY}-{seq}", reset="yearly")
+    await create_series(client, tenant, "fast", mode="sequence", ledger=True)
+    for date in ("2025-06-01", "2026-06-01"):
+        issued = await client.post(
+            "/series/zipped/batch", json={"count": 3, "date": date}, headers=tenant.issuer
+        )
+        assert issued.status_code == 201, issued.text
+    await signed_in_csrf(client, tenant)
+    page = await client.get("/admin/series/zipped", params={"period": "2025"})
+    link = re.search(r'href="(/admin/series/zipped/audit\.zip\?[^"]*)" download', page.text)
+    assert link, page.text
+    bundle = await client.get(html.unescape(link.group(1)))
+    assert bundle.status_code == 200, bundle.text
+    assert 'filename="zipped-2025-audit.zip"' in bundle.headers["content-disposition"]
+    api = await client.get("/series/zipped/export?period=2025", headers=tenant.admin)
+    with (
+        zipfile.ZipFile(io.BytesIO(bundle.content)) as portal_zip,
+        zipfile.ZipFile(io.BytesIO(api.content)) as api_zip,
+    ):
+        assert portal_zip.read("ledger.csv") == api_zip.read("ledger.csv")
+        assert portal_zip.read("chain.csv") == api_zip.read("chain.csv")
+        assert b"Z-2025-3" in portal_zip.read("ledger.csv")
+    assert "audit.zip" not in (await client.get("/admin/series/fast")).text
 
 
 async def test_voiding_needs_a_reason_and_a_gapless_series(

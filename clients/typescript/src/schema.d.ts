@@ -257,6 +257,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/series/{name}/verify": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Verify the hash chain of a period's ledger
+         * @description Recomputes the SHA-256 chain of each counter of the period (of one counter with `variables`) and checks every ledger row against the chain's last event for it. Each counter's report names its first broken link. Gapless series only.
+         */
+        get: operations["verifyChain"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/series/{name}/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One ZIP for the auditor: a period's ledger, chain, voids, gaps and configuration
+         * @description `ledger.csv`, `chain.csv` (every event with the content that was hashed), `voids.csv`, `gaps.json`, `configuration.json` (the series and its history from the audit trail) and `head.json` (each counter's chain head and its verification), read in one snapshot. The period defaults to the current one. Gapless series only.
+         */
+        get: operations["exportPeriod"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/series/{name}/reservations": {
         parameters: {
             query?: never;
@@ -507,6 +547,77 @@ export interface components {
             count: number;
         };
         /**
+         * ChainBreak
+         * @description The first link of a counter's chain that does not hold.
+         */
+        ChainBreak: {
+            /**
+             * Problem
+             * @description `event-missing`: an event was deleted; `event-altered`: an event's content or hash was changed; `head-moved`: the counter's head is not its last event (events added or removed at the end); `row-altered`: a ledger row differs from its last event; `row-missing`: an event left a row that the ledger no longer holds; `row-unrecorded`: a ledger row that no event recorded.
+             * @enum {string}
+             */
+            problem: "event-missing" | "event-altered" | "head-moved" | "row-altered" | "row-missing" | "row-unrecorded";
+            /**
+             * Seq
+             * @description The event (1 is the first); null for an unrecorded row.
+             */
+            seq: number | null;
+            /**
+             * Value
+             * @description The ledger row concerned, if any.
+             */
+            value: number | null;
+            /**
+             * Expected
+             * @description What the chain says: a hash (hex), `seq:hash`, or the row as JSON.
+             */
+            expected: string | null;
+            /**
+             * Found
+             * @description What the database holds instead, in the same form.
+             */
+            found: string | null;
+            /** Detail */
+            detail: string;
+        };
+        /**
+         * ChainReport
+         * @example {
+         *       "counters": [
+         *         {
+         *           "broken": {
+         *             "detail": "The row of value 57 differs from what event 57 recorded.",
+         *             "expected": "{\"date\":\"2026-03-31\",...,\"number\":\"INV-2026-000057\"}",
+         *             "found": "{\"date\":\"2026-03-31\",...,\"number\":\"INV-2026-000058\"}",
+         *             "problem": "row-altered",
+         *             "seq": 57,
+         *             "value": 57
+         *           },
+         *           "events": 130,
+         *           "head": "9f2c000000000000000000000000000000000000000000000000000000000000",
+         *           "intact": false,
+         *           "variables": ""
+         *         }
+         *       ],
+         *       "intact": false,
+         *       "period": "2026",
+         *       "series": "invoices"
+         *     }
+         */
+        ChainReport: {
+            /** Series */
+            series: string;
+            /** Period */
+            period: string;
+            /**
+             * Intact
+             * @description True when every counter of the period is intact.
+             */
+            intact: boolean;
+            /** Counters */
+            counters: components["schemas"]["CounterChain"][];
+        };
+        /**
          * ConfirmRequest
          * @example {
          *       "document_ref": "INV-DRAFT-17"
@@ -518,6 +629,27 @@ export interface components {
              * @description The document that carries the numbers; default: the one given at reserve.
              */
             document_ref?: string | null;
+        };
+        /** CounterChain */
+        CounterChain: {
+            /**
+             * Variables
+             * @description The counter's variable values, as the ledger stores them.
+             */
+            variables: string;
+            /**
+             * Events
+             * @description How many events the counter's head says its chain holds.
+             */
+            events: number;
+            /**
+             * Head
+             * @description The head: the last event's SHA-256, hex (64 zeros: none).
+             */
+            head: string;
+            /** Intact */
+            intact: boolean;
+            broken: components["schemas"]["ChainBreak"] | null;
         };
         /**
          * CounterChange
@@ -2445,8 +2577,8 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["LedgerPage"];
                     /**
-                     * @example period,variables,value,number,date,status,issued_at,void_reason,voided_at,document_ref,external
-                     *     2026,,123,INV-2026-000123,2026-03-31,issued,2026-03-31T14:05:09.123456+00:00,,,SO-2026-0042,False
+                     * @example period,variables,value,number,date,status,issued_at,void_reason,voided_at,document_ref,external,chain_seq,chain_hash
+                     *     2026,,123,INV-2026-000123,2026-03-31,issued,2026-03-31T14:05:09.123456+00:00,,,SO-2026-0042,False,123,5e2b6c0f9d1a4e7b8c3d2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c
                      */
                     "text/csv": unknown;
                 };
@@ -3304,6 +3436,196 @@ export interface operations {
                 };
             };
             /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+        };
+    };
+    verifyChain: {
+        parameters: {
+            query?: {
+                period?: string | null;
+                /** @description A counter's variable values, as name=value pairs sorted by name and joined by ','; empty for the counter without variables. */
+                variables?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The series' name. */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChainReport"];
+                };
+            };
+            /** @description Missing or invalid API key (`/problems/unauthorized`) */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: Bearer. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Series not found (`/problems/series-not-found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description This series keeps no hash chain (`/problems/not-chained`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Invalid request (`/problems/invalid-request`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+        };
+    };
+    exportPeriod: {
+        parameters: {
+            query?: {
+                period?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The series' name. */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /** @example (a ZIP: ledger.csv, chain.csv, voids.csv, gaps.json, configuration.json, head.json) */
+                    "application/zip": string;
+                };
+            };
+            /** @description Missing or invalid API key (`/problems/unauthorized`) */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: Bearer. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Not allowed (`/problems/forbidden`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Series not found (`/problems/series-not-found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description This series keeps no hash chain (`/problems/not-chained`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Invalid request (`/problems/invalid-request`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`); Too many ledger exports in progress (`/problems/too-many-exports`) */
             503: {
                 headers: {
                     /** @description Seconds to wait before retrying. */

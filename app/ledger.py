@@ -20,7 +20,13 @@ from app import audit, chain, cursors
 from app.database import Connection, Executor
 from app.definition import CounterKey, Series
 from app.issuing.issued import Issued
-from app.problems import AlreadyVoided, NotGapless, NumberCollision, NumberNotFound
+from app.problems import (
+    AlreadyVoided,
+    NotGapless,
+    NumberCollision,
+    NumberNotFound,
+    NumberReserved,
+)
 from app.schemas import (
     COUNTER_VARIABLES_PATTERN,
     MAX_BIGINT,
@@ -32,23 +38,28 @@ from app.schemas import (
     encode_variables,
 )
 
+# Reserved numbers ($9 true for each) are recorded with the status 'reserved'.
 INSERT_NUMBERS = """
-INSERT INTO numbers (series_id, period, variables, value, number, date, issued_at, document_ref)
-SELECT $1, $2, $3, value, number, date, $7, document_ref
-FROM unnest($4::bigint[], $5::text[], $6::date[], $8::text[])
-    AS u (value, number, date, document_ref)
+INSERT INTO numbers (series_id, period, variables, value, number, date, issued_at, document_ref,
+                     status)
+SELECT $1, $2, $3, value, number, date, $7, document_ref,
+       CASE WHEN reserved THEN 'reserved' ELSE 'issued' END
+FROM unnest($4::bigint[], $5::text[], $6::date[], $8::text[], $9::boolean[])
+    AS u (value, number, date, document_ref, reserved)
 """
 # The same for a gapless series, with the numbers' events: each row marked with its event, the
 # events stored after the head ($9: counter id, $10: seq), the head moved to ($11, $12).
+# Reserved numbers: $16, as $9 above.
 INSERT_CHAINED_NUMBERS = f"""
 WITH recorded AS (
     INSERT INTO numbers (
-        series_id, period, variables, value, number, date, issued_at, document_ref,
+        series_id, period, variables, value, number, date, issued_at, document_ref, status,
         chain_seq, chain_hash
     )
-    SELECT $1, $2, $3, value, number, date, $7, document_ref, $10 + position, hash
-    FROM unnest($4::bigint[], $5::text[], $6::date[], $8::text[], $14::bytea[])
-        WITH ORDINALITY AS u (value, number, date, document_ref, hash, position)
+    SELECT $1, $2, $3, value, number, date, $7, document_ref,
+           CASE WHEN reserved THEN 'reserved' ELSE 'issued' END, $10 + position, hash
+    FROM unnest($4::bigint[], $5::text[], $6::date[], $8::text[], $14::bytea[], $16::boolean[])
+        WITH ORDINALITY AS u (value, number, date, document_ref, hash, reserved, position)
 ),
 {
     chain.APPEND_EVENTS.format(
@@ -93,6 +104,7 @@ RETURNING old.document_ref AS previous, {", ".join("n." + c for c in ENTRY_COLUM
 NUMBER_COUNTER = "SELECT period, variables FROM numbers WHERE series_id = $1 AND number = $2"
 # One number, by the unique (series_id, number) index.
 SELECT_NUMBER = f"SELECT {ENTRY_COLUMNS} FROM numbers WHERE series_id = $1 AND number = $2"
+NUMBER_STATUS = "SELECT status FROM numbers WHERE series_id = $1 AND number = $2"
 # Runs of missing values between consecutive recorded ones, plus after the last recorded, each
 # with the totals over every run (window aggregates, computed before LIMIT cuts the list). The
 # arithmetic runs in numeric: the value after the last one recorded may lie past the bigint limit.
@@ -125,7 +137,8 @@ FROM counters WHERE series_id = $1 AND period = $2 AND variables = $3
 
 
 def issued_events(counter: CounterKey, issued: list[Issued]) -> list[chain.Event]:
-    """The ``issued`` event of each number, in the order the numbers are recorded."""
+    """The ``issued`` event of each number (``reserved`` for a reserved one), in the order the
+    numbers are recorded."""
     row: dict[str, object] = {
         "period": counter.period,
         "variables": counter.variables,
@@ -139,8 +152,9 @@ def issued_events(counter: CounterKey, issued: list[Issued]) -> list[chain.Event
     for item in issued:
         row["date"] = item.date
         row["document_ref"] = item.document_ref
+        row["status"] = "issued" if item.reservation is None else "reserved"
         numbers = list(zip(item.values, item.numbers, strict=True))
-        events += chain.events_of("issued", row, numbers)
+        events += chain.events_of(str(row["status"]), row, numbers)
     return events
 
 
@@ -151,7 +165,8 @@ async def record_numbers(
     issued: list[Issued],
     head: chain.Head | None = None,
 ) -> None:
-    """One statement for the whole group or batch, whatever its size.
+    """One statement for the whole group or batch, whatever its size. Numbers that carry a
+    reservation are recorded as reserved.
 
     With the counter's chain ``head`` (gapless issuing read it under the counter's lock), the same
     statement appends the numbers' events and moves the head.
@@ -173,9 +188,10 @@ async def record_numbers(
         issued[0].issued_at,
         [item.document_ref for item in issued for _ in item.values],
     )
+    reserved = [item.reservation is not None for item in issued for _ in item.values]
     try:
         if head is None:
-            await conn.execute(INSERT_NUMBERS, *recorded)
+            await conn.execute(INSERT_NUMBERS, *recorded, reserved)
         else:
             events = issued_events(counter, issued)
             hashes, new = chain.link(head, events)
@@ -186,9 +202,10 @@ async def record_numbers(
                 head.seq,
                 new.seq,
                 new.hash,
-                ["issued"] * len(events),
+                [e.kind for e in events],
                 hashes,
                 [e.content for e in events],
+                reserved,
             )
     except asyncpg.UniqueViolationError as error:
         if error.table_name != "numbers":  # the chain's own key: a bug, never the client's
@@ -360,6 +377,11 @@ async def void(
         counter = await _locked_counter(conn, series, number)
         row = await conn.fetchrow(VOID_NUMBER, series.id, number, reason)
         if row is None:
+            status = await conn.fetchval(NUMBER_STATUS, series.id, number)
+            if status == "reserved":
+                raise NumberReserved(
+                    f"{number} is reserved: release its reservation instead of voiding it."
+                )
             raise AlreadyVoided(f"{number} is already voided.")
         await chain.append(conn, series.id, counter, [chain.event("voided", row=row)])
         await audit.record(

@@ -12,7 +12,7 @@ from app import __version__, admin, docs_pages, fastpath, logs, metrics
 from app.admin.web import error_page as portal_error_page
 from app.http_errors import install_problem_handlers
 from app.middleware import RequestLayer
-from app.routes import audit, health, keys, numbers, problems, series
+from app.routes import audit, health, keys, numbers, problems, reservations, series
 from app.routes import metrics as metrics_route
 from app.services import running
 from app.settings import Settings, get_settings
@@ -26,6 +26,10 @@ speaks HTTP. Authenticate with `Authorization: Bearer <key>`; errors are
 # One entry per tag, in the order the documentation pages show them.
 TAGS = [
     {"name": "numbers", "description": "Issue numbers, read the ledger, void numbers, find gaps."},
+    {
+        "name": "reservations",
+        "description": "Reserve numbers, then confirm or release them (or let them expire).",
+    },
     {"name": "series", "description": "Create, read, change, archive and restore series."},
     {"name": "keys", "description": "The tenant's API keys (admin keys only)."},
     {
@@ -88,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     install_problem_handlers(app, page=portal_error_page)
-    for module in (health, series, numbers, keys, audit, problems):
+    for module in (health, series, numbers, reservations, keys, audit, problems):
         app.include_router(module.router)
     app.include_router(metrics_route.router)
     docs_pages.install(app)

@@ -100,6 +100,15 @@ class NumberNotFound(NotFound):
     )
 
 
+class ReservationNotFound(NotFound):
+    slug, title = "reservation-not-found", "Reservation not found"
+    description = (
+        "The series has no reservation with this id (another tenant's reservations are not "
+        "visible, and settled reservations are kept only for a while). Check the id and the "
+        "series; reserve again if it is gone."
+    )
+
+
 class KeyNotFound(NotFound):
     slug, title = "key-not-found", "Key not found"
     description = "The tenant has no API key with this prefix. List the keys to find the prefix."
@@ -214,6 +223,15 @@ class AlreadyVoided(Conflict):
     )
 
 
+class NumberReserved(Conflict):
+    slug, title = "number-reserved", "Number is reserved"
+    description = (
+        "The number is held by a reservation that was neither confirmed nor released. Release "
+        "the reservation (it is handed out again, or voided as released), or confirm it and "
+        "void the number then."
+    )
+
+
 class NotGapless(Conflict):
     slug, title = "not-gapless", "Only gapless numbers can be voided"
     description = (
@@ -227,6 +245,31 @@ class LedgerDisabled(Conflict):
     description = (
         "The series records no ledger, so there is nothing to list, look up or check for "
         "gaps. Turn `ledger` on for numbers issued from now on."
+    )
+
+
+class ReservationReleased(Conflict):
+    slug, title = "reservation-released", "The reservation was released"
+    description = (
+        "The reservation was released, so its numbers are no longer held and cannot be "
+        "confirmed: they were handed out again or voided. Reserve new numbers."
+    )
+
+
+class ReservationExpired(Conflict):
+    slug, title = "reservation-expired", "The reservation expired"
+    description = (
+        "The reservation was not confirmed before its `expires_at`, so its numbers are no "
+        "longer held and cannot be confirmed: they were handed out again or voided. Reserve "
+        "new numbers, with a longer `ttl_seconds` if the document takes that long."
+    )
+
+
+class ReservationConfirmed(Conflict):
+    slug, title = "reservation-confirmed", "The reservation was confirmed"
+    description = (
+        "The reservation was confirmed, so its numbers are issued and can no longer be "
+        "released. To cancel a document that has one, void its number."
     )
 
 

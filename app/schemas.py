@@ -6,6 +6,7 @@ body included, so the document's schemas are read in one place (a test checks it
 """
 
 import datetime
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal, get_args
 
@@ -469,7 +470,7 @@ class IssuedBatch(BaseModel):
     values: list[int]
 
 
-NumberStatus = Literal["issued", "voided"]
+NumberStatus = Literal["issued", "reserved", "voided"]
 
 
 class LedgerEntry(BaseModel):
@@ -540,6 +541,82 @@ class LedgerPage(Page):
     )
 
     items: list[LedgerEntry]
+
+
+ReservationStatus = Literal["reserved", "confirmed", "released", "expired"]
+
+
+class ReserveRequest(NextRequest):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"date": "2026-03-31", "document_ref": "SO-2026-0042", "ttl_seconds": 300}]
+        }
+    )
+
+    count: int = Field(
+        default=1, ge=1, description="How many numbers; at most the configured maximum batch."
+    )
+    document_ref: DocumentRef | None = Field(
+        default=None,
+        description="The document the numbers are for, kept in the ledger with them (a series "
+        "without a ledger refuses one); confirm may replace it.",
+    )
+    ttl_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="How long the numbers are held unless confirmed or released; at most the "
+        "configured maximum. Default: the configured default.",
+    )
+
+
+class ConfirmRequest(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"document_ref": "INV-DRAFT-17"}]})
+
+    document_ref: DocumentRef | None = Field(
+        default=None,
+        description="The document that carries the numbers; default: the one given at reserve.",
+    )
+
+
+class ReservationOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "7d0c4c52-5a8e-4c57-9a55-1f3c0e1b2a3d",
+                    "series": "invoice",
+                    "status": "reserved",
+                    "period": "2026",
+                    "date": "2026-03-31",
+                    "count": 1,
+                    "numbers": ["INV-2026-000123"],
+                    "values": [123],
+                    "document_ref": "SO-2026-0042",
+                    "reserved_at": "2026-03-31T14:05:09.123456Z",
+                    "expires_at": "2026-03-31T14:10:09.123456Z",
+                    "settled_at": None,
+                }
+            ]
+        }
+    )
+
+    id: uuid.UUID
+    series: str
+    status: ReservationStatus = Field(
+        description="reserved: held until expires_at; confirmed: issued; released or expired: "
+        "no longer held (handed out again, or voided)."
+    )
+    period: str
+    date: datetime.date
+    count: int
+    numbers: list[str]
+    values: list[int]
+    document_ref: str | None
+    reserved_at: datetime.datetime
+    expires_at: datetime.datetime
+    settled_at: datetime.datetime | None = Field(
+        description="When it was confirmed, released or expired; null while reserved."
+    )
 
 
 class VoidRequest(StrictModel):

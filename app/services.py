@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import asyncpg
 from starlette.types import Scope
 
-from app import idempotency
+from app import idempotency, reservations
 from app.auth import Authenticator, Principal
 from app.catalog import SeriesCatalog
 from app.database import connect_direct, create_pool, database_url, direct_url
@@ -85,6 +85,7 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
         await services.catalog.start()
         services.auth.start()
         pruner = asyncio.create_task(_prune_forever(pool, settings.idempotency_ttl_seconds))
+        sweeper = asyncio.create_task(_expire_forever(pool, settings.reservation_sweep_seconds))
         # What start-up built lives as long as the process: keep the collector from rescanning it.
         gc.collect()
         gc.freeze()
@@ -92,6 +93,7 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             yield services
         finally:
             pruner.cancel()
+            sweeper.cancel()
             await _give_back(services)
             await services.catalog.stop()
     finally:
@@ -120,7 +122,23 @@ async def _prune_forever(pool: asyncpg.Pool, ttl_seconds: int) -> None:
         await asyncio.sleep(PRUNE_EVERY_SECONDS)
         try:
             removed = await idempotency.prune(pool, ttl_seconds)
+            settled = await reservations.prune(pool, ttl_seconds)
         except (OSError, asyncpg.PostgresError) as error:
-            logger.warning("could not prune idempotency keys: %s", error)
+            logger.warning("could not prune idempotency keys and reservations: %s", error)
         else:
-            logger.debug("pruned %d expired idempotency keys", removed)
+            logger.debug(
+                "pruned %d expired idempotency keys and %d settled reservations", removed, settled
+            )
+
+
+async def _expire_forever(pool: asyncpg.Pool, every_seconds: float) -> None:
+    """Expire lapsed reservations (app.reservations); every process does, sharing the work."""
+    while True:
+        await asyncio.sleep(every_seconds)
+        try:
+            expired = await reservations.expire_lapsed(pool)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            logger.warning("could not expire reservations: %r", error)
+        else:
+            if expired:
+                logger.debug("expired %d reservations", expired)

@@ -144,7 +144,30 @@ class Settings(BaseSettings):
         description="Requests all keys of one tenant may make together per process, in the same "
         "notation; more get 429. Unset: no limit.",
     )
-    idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
+    idempotency_ttl_seconds: int = Field(
+        default=86_400,
+        ge=60,
+        description="How long an Idempotency-Key's answer is kept, and a settled reservation "
+        "(confirmed, released or expired) answers confirm and release as it did.",
+    )
+    reservation_ttl_seconds: int = Field(
+        default=900,
+        ge=1,
+        description="How long a reservation holds its numbers when it names no ttl_seconds.",
+    )
+    max_reservation_ttl_seconds: int = Field(
+        default=86_400,
+        ge=1,
+        description="The longest ttl_seconds a reservation may ask for; longer gets 422.",
+    )
+    reservation_sweep_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often each process expires the reservations whose time has passed "
+        "(by the database's clock); a confirm that comes before the sweep is refused all the "
+        "same.",
+    )
     auth_cache_seconds: float = Field(
         default=5.0,
         ge=0,

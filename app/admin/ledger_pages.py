@@ -40,7 +40,7 @@ router = APIRouter(prefix="/admin", route_class=PortalRoute, include_in_schema=F
 
 PAGE_SIZE = 50
 GAP_RUNS_SHOWN = 100
-STATUSES = ("issued", "voided")
+STATUSES = ("issued", "reserved", "voided")
 # The counter without variables, in the variables filter (where empty already means "any").
 NO_VARIABLES = "none"
 

@@ -31,7 +31,7 @@ from app.formatting import Template
 from app.issuing.blocks import BlockIssuer
 from app.issuing.counters import DEFAULT_LIMITS, CounterLimits
 from app.issuing.gapless import GaplessIssuer
-from app.issuing.issued import Claim, Issued, Outcome, Replayed, Request, Respond
+from app.issuing.issued import Claim, Hold, Issued, Outcome, Replayed, Request, Respond
 from app.issuing.sequences import SequenceIssuer
 from app.problems import LedgerDisabled, Problem, SeriesArchived, Unavailable, field_error
 from app.schemas import Mode, decode_variables
@@ -115,8 +115,10 @@ class Issuer:
         claim: Claim | None,
         respond: Respond,
         document_ref: str | None = None,
+        hold: Hold | None = None,
     ) -> Answer:
-        """Issue ``count`` numbers, or replay the answer ``claim``'s key already got.
+        """Issue ``count`` numbers, or replay the answer ``claim``'s key already got. With a
+        ``hold``, reserve them instead (app.reservations): taken exactly as an issue takes them.
 
         A request that read a definition changed since takes nothing (StaleDefinition) and runs
         again on the series as it now is. A ``document_ref`` is kept with the numbers in the
@@ -133,7 +135,16 @@ class Issuer:
             except Problem as refusal:
                 return await self._answer_despite(refusal, series, claim)
             request = Request(
-                series, template, counter, day, count, variables, claim, respond, document_ref
+                series,
+                template,
+                counter,
+                day,
+                count,
+                variables,
+                claim,
+                respond,
+                document_ref,
+                hold,
             )
             try:
                 outcome = await self._dispatch(request)
@@ -142,7 +153,8 @@ class Issuer:
                 continue
             if isinstance(outcome, Replayed):
                 return _replay(claim, outcome)
-            metrics.count_issued(series, len(outcome.values))
+            if hold is None:
+                metrics.count_issued(series, len(outcome.values))
             await self._warn_if_low(request, outcome.values)
             return Answer(201, respond(outcome), False, outcome)
         raise Unavailable("The series is being changed; retry shortly.")

@@ -25,6 +25,9 @@ whose dates step back is served one request per transaction instead, in order of
 is checked against the last date really issued before it (never against a request that might
 then fail itself), and a refusal names a date the ledger holds.
 
+Reservations (requests with a ``Hold``) share the group with issues: their values come from the
+same run, and their reservation rows commit with it (app.reservations).
+
 A request waits for its number at most the pool's round-trip limit (see app.database), queue
 included, then fails with ``TimeoutError`` (503). Its number may still be committed by the
 transaction it was part of: it is then in the ledger, and a retry with the same Idempotency-Key
@@ -37,7 +40,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from app import idempotency
+from app import idempotency, reservations
 from app.database import round_trip_limit
 from app.definition import CounterKey
 from app.issuing import counters
@@ -165,6 +168,12 @@ class GaplessIssuer:
                         issued[id(waiter)] = waiter.request.render(run)
                     except Problem as problem:
                         raise _RequestFailed(waiter, problem) from None
+                held = [(w, w.request.hold) for w in fresh if w.request.hold is not None]
+                if held:
+                    terms = [(hold, issued[id(waiter)]) for waiter, hold in held]
+                    reserved = await reservations.hold(conn, series, counter, terms)
+                    for (waiter, _), item in zip(held, reserved, strict=True):
+                        issued[id(waiter)] = item
                 await record_numbers(conn, series, counter, list(issued.values()), advanced.head)
                 await idempotency.store(
                     conn,

@@ -1,6 +1,12 @@
-"""What an issuing request asks for and what it gets back, whatever the mode."""
+"""What an issuing request asks for and what it gets back, whatever the mode.
+
+A request with a ``Hold`` reserves its numbers instead of issuing them (see app.reservations): the
+values are taken from the counter exactly as for an issue, in the same transaction (for gapless,
+the same group commit), and its answer carries the ``Reservation`` that holds them.
+"""
 
 import datetime
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -18,6 +24,21 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """What a reservation asks for besides its numbers: how long to hold them."""
+
+    ttl_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The reservation that holds numbers just taken, as recorded with them."""
+
+    id: uuid.UUID
+    expires_at: datetime.datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Issued:
     series: str
     period: str
@@ -26,6 +47,7 @@ class Issued:
     values: list[int]
     numbers: list[str]
     document_ref: str | None = None  # kept in the ledger with every one of the numbers
+    reservation: Reservation | None = None  # set when the numbers are reserved, not issued
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +75,7 @@ class Request:
     # Builds the response body; for an idempotent request the same bytes are stored for replays.
     respond: Respond
     document_ref: str | None = None
+    hold: Hold | None = None  # reserve the numbers instead of issuing them
 
     @property
     def period(self) -> str:

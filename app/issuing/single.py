@@ -9,13 +9,15 @@ recorded in the ledger when the series keeps one. With an Idempotency-Key, all o
 transaction that first claims the key: a request whose key another request claimed first takes
 no value and gets that request's stored answer instead, and the answer stored for replays is the
 one built from the numbers this transaction took, so it commits, or rolls back, with them.
+A reservation runs in one transaction too: its row commits with its ledger rows (the values
+themselves, taken from a sequence or a block, are not given back if it rolls back).
 """
 
 from abc import ABC, abstractmethod
 
 import asyncpg
 
-from app import idempotency
+from app import idempotency, reservations
 from app.database import Connection
 from app.issuing.issued import Issued, Outcome, Request
 from app.ledger import record_numbers
@@ -34,12 +36,14 @@ class SingleIssuer(ABC):
         serves a request that needs nothing but values."""
 
     async def issue(self, request: Request) -> Outcome:
-        if request.claim is None and not request.series.ledger:
+        if request.claim is None and request.hold is None and not request.series.ledger:
             return request.render(await self._values(request, None))
         async with self._pool.acquire() as conn:
-            if request.claim is None:
+            if request.claim is None and request.hold is None:
                 return await self._take_and_record(conn, request)
             async with conn.transaction():
+                if request.claim is None:
+                    return await self._take_and_record(conn, request)
                 series, claim = request.series, request.claim
                 if not await idempotency.claim(conn, series, [claim], self._ttl):
                     return (await idempotency.replays(conn, series, [claim]))[claim.key]
@@ -49,6 +53,9 @@ class SingleIssuer(ABC):
 
     async def _take_and_record(self, conn: Connection, request: Request) -> Issued:
         issued = request.render(await self._values(request, conn))
+        if request.hold is not None:
+            terms = [(request.hold, issued)]
+            [issued] = await reservations.hold(conn, request.series, request.counter, terms)
         if request.series.ledger:
             await record_numbers(conn, request.series, request.counter, [issued])
         return issued

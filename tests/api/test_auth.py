@@ -33,7 +33,7 @@ UNKNOWN_KEY = "dn_00000000_" + "A" * 43
 @dataclass(frozen=True)
 class Route:
     method: str
-    path: str  # {series}, {number} and {prefix} are filled in from the world below
+    path: str  # {series}, {number}, {reservation} and {prefix} are filled in from the world below
     scope: Scope  # the least scope that may call it
     ok: int
     body: dict[str, Any] | None = None
@@ -66,6 +66,10 @@ ROUTES = [
     ),
     Route("GET", "/series/{series}/next-preview", "issue", 200),
     Route("GET", "/series/{series}/gaps", "issue", 200),
+    Route("POST", "/series/{series}/reservations", "issue", 201, {}),
+    Route("GET", "/series/{series}/reservations/{reservation}", "issue", 200),
+    Route("POST", "/series/{series}/reservations/{reservation}/confirm", "issue", 200, {}),
+    Route("DELETE", "/series/{series}/reservations/{reservation}", "issue", 200),
     Route("GET", "/series/{series}/verify", "issue", 200),
     Route("GET", "/series/{series}/export", "admin", 200),
     Route("GET", "/keys", "admin", 200, names_resource=False),
@@ -91,10 +95,12 @@ def expected_status(route: Route, caller: Caller) -> int:
 
 @dataclass(frozen=True)
 class World:
-    """A tenant with a series, one issued number and a spare key, plus keys of every kind."""
+    """A tenant with a series, one issued number, one reservation and a spare key, plus keys of
+    every kind."""
 
     tenant: Tenant
     spare_prefix: str
+    reservation: str
     headers: dict[Caller, dict[str, str]]
 
 
@@ -102,6 +108,8 @@ async def build_world(client: httpx.AsyncClient, tenant: Tenant, other: Tenant) 
     await create_series(client, tenant, SERIES, format="M-{seq}")
     issued = await client.post(f"/series/{SERIES}/next", headers=tenant.issuer)
     assert issued.json()["number"] == NUMBER
+    reserved = await client.post(f"/series/{SERIES}/reservations", headers=tenant.issuer)
+    assert reserved.status_code == 201, reserved.text
     spare = await client.post("/keys", json={"name": "spare"}, headers=tenant.admin)
     revoked = await client.post("/keys", json={"scope": "admin"}, headers=tenant.admin)
     gone = await client.delete(f"/keys/{revoked.json()['prefix']}", headers=tenant.admin)
@@ -109,6 +117,7 @@ async def build_world(client: httpx.AsyncClient, tenant: Tenant, other: Tenant) 
     return World(
         tenant=tenant,
         spare_prefix=spare.json()["prefix"],
+        reservation=reserved.json()["id"],
         headers={
             "no key": {},
             "bad key": {"Authorization": f"Bearer {UNKNOWN_KEY}"},
@@ -126,7 +135,13 @@ async def test_route_answers_each_caller_as_its_scope_and_tenant_require(
     client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant, route: Route, caller: Caller
 ) -> None:
     world = await build_world(client, tenant, other_tenant)
-    path = route.path.format(series=SERIES, number=NUMBER, prefix=world.spare_prefix, period="all")
+    path = route.path.format(
+        series=SERIES,
+        number=NUMBER,
+        prefix=world.spare_prefix,
+        period="all",
+        reservation=world.reservation,
+    )
     response = await client.request(
         route.method, path, json=route.body, headers=world.headers[caller]
     )
@@ -150,7 +165,13 @@ async def test_the_table_covers_every_route_behind_a_key(app: Any) -> None:
         if path not in PUBLIC_PATHS and not path.startswith(ELSEWHERE)
         for method in operations
     }
-    listed = {(r.method, r.path.replace("{series}", "{name}")) for r in ROUTES}
+    listed = {
+        (
+            r.method,
+            r.path.replace("{series}", "{name}").replace("{reservation}", "{reservation_id}"),
+        )
+        for r in ROUTES
+    }
     assert served == listed
 
 

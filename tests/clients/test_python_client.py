@@ -41,6 +41,9 @@ from docnum_client import (
     NumberNotFound,
     PeriodClosed,
     PreconditionFailed,
+    ReservationConfirmed,
+    ReservationNotFound,
+    ReservationReleased,
     SeriesArchived,
     SeriesExhausted,
     SeriesNotFound,
@@ -336,6 +339,52 @@ async def test_a_void_whose_answer_was_lost_gets_the_first_answer_back(
     assert (first.status, first.dropped, retry.status, retry.replayed) == (200, True, 200, True)
     assert retry.idempotency_key == first.idempotency_key is not None
     assert (voided.status, voided.void_reason, voided.replayed) == ("voided", "cancelled", True)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+async def test_reserve_confirm_and_release_keep_a_gapless_series_whole(
+    service: ServiceProcess, tenant: Tenant, flavour: str
+) -> None:
+    name = await make_series(service, tenant, f"held-{flavour}")
+    with DocnumClient(service.url, tenant.issue_key) as docnum:
+        if flavour == "sync":
+            kept = docnum.reserve(name, DAY, document_ref="SO-1", ttl_seconds=60)
+            let_go = docnum.reserve(name, DAY, count=2)
+            released = docnum.release(name, let_go.id)
+            confirmed = docnum.confirm(name, kept.id, document_ref="INV-1")
+            again = docnum.confirm(name, kept.id)
+            with pytest.raises(ReservationReleased) as ended:
+                docnum.confirm(name, let_go.id)
+            with pytest.raises(ReservationConfirmed):
+                docnum.release(name, kept.id)
+            with pytest.raises(ReservationNotFound):
+                docnum.get_reservation(name, str(uuid.uuid4()))
+        else:
+            async with AsyncDocnumClient(service.url, tenant.issue_key) as adocnum:
+                kept = await adocnum.reserve(name, DAY, document_ref="SO-1", ttl_seconds=60)
+                let_go = await adocnum.reserve(name, DAY, count=2)
+                released = await adocnum.release(name, let_go.id)
+                confirmed = await adocnum.confirm(name, kept.id, document_ref="INV-1")
+                again = await adocnum.confirm(name, kept.id)
+                with pytest.raises(ReservationReleased) as ended:
+                    await adocnum.confirm(name, let_go.id)
+                with pytest.raises(ReservationConfirmed):
+                    await adocnum.release(name, kept.id)
+                with pytest.raises(ReservationNotFound):
+                    await adocnum.get_reservation(name, str(uuid.uuid4()))
+        assert isinstance(ended.value, Conflict)
+        assert (kept.status, kept.number, kept.values, kept.document_ref) == (
+            "reserved",
+            "T-1",
+            (1,),
+            "SO-1",
+        )
+        assert kept.expires_at > kept.reserved_at
+        assert (released.status, released.values) == ("released", (2, 3))
+        assert (confirmed.status, confirmed.document_ref) == ("confirmed", "INV-1")
+        assert again == confirmed
+        assert docnum.next(name, DAY).value == 2  # the released values are handed out again
+        assert docnum.get_number(name, "T-1").status == "issued"
 
 
 # --- the whole API

@@ -219,3 +219,23 @@ async def test_with_two_workers_every_scrape_shows_the_requests_of_both(
         for client in clients:
             await client.aclose()
         service.stop()
+
+
+async def test_reserved_numbers_are_counted_as_issued_once_when_confirmed(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "held")
+    kept = await client.post("/series/held/reservations", json={"count": 2}, headers=tenant.issuer)
+    let_go = await client.post("/series/held/reservations", headers=tenant.issuer)
+    labels = {"tenant": str(tenant.id), "series": "held", "mode": "gapless"}
+    assert value(await scrape(client), ISSUED, **labels) == 0
+    for _ in range(2):
+        confirmed = await client.post(
+            f"/series/held/reservations/{kept.json()['id']}/confirm", headers=tenant.issuer
+        )
+        assert confirmed.status_code == 200, confirmed.text
+    released = await client.delete(
+        f"/series/held/reservations/{let_go.json()['id']}", headers=tenant.issuer
+    )
+    assert released.status_code == 200, released.text
+    assert value(await scrape(client), ISSUED, **labels) == 2

@@ -972,3 +972,18 @@ async def test_a_counter_running_low_has_a_badge_on_the_series_and_the_list(
         in (await client.get("/admin/series/low")).text
     )
     assert "running low" in (await client.get("/admin/series")).text
+
+
+async def test_a_reserved_number_is_shown_and_found_as_reserved(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await create_series(client, tenant, "held", format="H-{seq}")
+    await client.post("/series/held/next", headers=tenant.issuer)
+    reserved = await client.post("/series/held/reservations", headers=tenant.issuer)
+    assert reserved.status_code == 201, reserved.text
+    await signed_in_csrf(client, tenant)
+    page = await client.get("/admin/series/held")
+    assert page.status_code == 200
+    assert 'class="badge badge-info">reserved</span>' in page.text
+    only = await client.get("/admin/series/held", params={"status": "reserved"})
+    assert "H-2" in only.text and "H-1" not in only.text

@@ -297,6 +297,67 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/series/{name}/reservations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Reserve numbers until they are confirmed, released, or expire
+         * @description The numbers are taken as `next` (or `batch`) would take them and held until `expires_at`. Confirm them once the document is saved; release them if it is not. A released or expired gapless number is handed out again when nothing was issued after it, and is otherwise voided with the reason `released` or `expired`. With an `Idempotency-Key`, a retry gets the same reservation back.
+         */
+        post: operations["reserveNumbers"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/series/{name}/reservations/{reservation_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One reservation, as it is now */
+        get: operations["getReservation"];
+        put?: never;
+        post?: never;
+        /**
+         * Release a reservation: its numbers are no longer held
+         * @description Releasing again, or releasing an expired reservation, answers it as it is. A confirmed reservation is a 409: void its numbers instead.
+         */
+        delete: operations["releaseReservation"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/series/{name}/reservations/{reservation_id}/confirm": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Confirm a reservation: its numbers are issued
+         * @description Confirming again answers the same. A reservation released, or not confirmed before `expires_at` (by the database's clock), is a 409: its numbers are no longer held.
+         */
+        post: operations["confirmReservation"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/keys": {
         parameters: {
             query?: never;
@@ -555,6 +616,19 @@ export interface components {
             intact: boolean;
             /** Counters */
             counters: components["schemas"]["CounterChain"][];
+        };
+        /**
+         * ConfirmRequest
+         * @example {
+         *       "document_ref": "INV-DRAFT-17"
+         *     }
+         */
+        ConfirmRequest: {
+            /**
+             * Document Ref
+             * @description The document that carries the numbers; default: the one given at reserve.
+             */
+            document_ref?: string | null;
         };
         /** CounterChain */
         CounterChain: {
@@ -935,7 +1009,7 @@ export interface components {
              * Status
              * @enum {string}
              */
-            status: "issued" | "voided";
+            status: "issued" | "reserved" | "voided";
             /**
              * Issued At
              * Format: date-time
@@ -1112,6 +1186,106 @@ export interface components {
             status: number;
             /** Description */
             description: string;
+        };
+        /**
+         * ReservationOut
+         * @example {
+         *       "count": 1,
+         *       "date": "2026-03-31",
+         *       "document_ref": "SO-2026-0042",
+         *       "expires_at": "2026-03-31T14:10:09.123456Z",
+         *       "id": "7d0c4c52-5a8e-4c57-9a55-1f3c0e1b2a3d",
+         *       "numbers": [
+         *         "INV-2026-000123"
+         *       ],
+         *       "period": "2026",
+         *       "reserved_at": "2026-03-31T14:05:09.123456Z",
+         *       "series": "invoice",
+         *       "status": "reserved",
+         *       "values": [
+         *         123
+         *       ]
+         *     }
+         */
+        ReservationOut: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Series */
+            series: string;
+            /**
+             * Status
+             * @description reserved: held until expires_at; confirmed: issued; released or expired: no longer held (handed out again, or voided).
+             * @enum {string}
+             */
+            status: "reserved" | "confirmed" | "released" | "expired";
+            /** Period */
+            period: string;
+            /**
+             * Date
+             * Format: date
+             */
+            date: string;
+            /** Count */
+            count: number;
+            /** Numbers */
+            numbers: string[];
+            /** Values */
+            values: number[];
+            /** Document Ref */
+            document_ref: string | null;
+            /**
+             * Reserved At
+             * Format: date-time
+             */
+            reserved_at: string;
+            /**
+             * Expires At
+             * Format: date-time
+             */
+            expires_at: string;
+            /**
+             * Settled At
+             * @description When it was confirmed, released or expired; null while reserved.
+             */
+            settled_at: string | null;
+        };
+        /**
+         * ReserveRequest
+         * @example {
+         *       "date": "2026-03-31",
+         *       "document_ref": "SO-2026-0042",
+         *       "ttl_seconds": 300
+         *     }
+         */
+        ReserveRequest: {
+            /**
+             * Date
+             * @description The document's date; decides the period. Default: today.
+             */
+            date?: string | null;
+            /** Variables */
+            variables?: {
+                [key: string]: string;
+            };
+            /**
+             * Document Ref
+             * @description The document the numbers are for, kept in the ledger with them (a series without a ledger refuses one); confirm may replace it.
+             */
+            document_ref?: string | null;
+            /**
+             * Count
+             * @description How many numbers; at most the configured maximum batch.
+             * @default 1
+             */
+            count: number;
+            /**
+             * Ttl Seconds
+             * @description How long the numbers are held unless confirmed or released; at most the configured maximum. Default: the configured default.
+             */
+            ttl_seconds?: number | null;
         };
         /**
          * SeriesCreate
@@ -2445,7 +2619,7 @@ export interface operations {
                 period?: string | null;
                 /** @description A counter's variable values, as name=value pairs sorted by name and joined by ','; empty for the counter without variables. */
                 variables?: string | null;
-                status?: ("issued" | "voided") | null;
+                status?: ("issued" | "reserved" | "voided") | null;
                 /** @description Only the numbers of this document (exactly this reference). */
                 document_ref?: string | null;
                 /** @description `next_cursor` of the previous page; left out for the first page. */
@@ -2753,7 +2927,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDetail"];
                 };
             };
-            /** @description Number is already voided (`/problems/already-voided`); Only gapless numbers can be voided (`/problems/not-gapless`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
+            /** @description Number is already voided (`/problems/already-voided`); Number is reserved (`/problems/number-reserved`); Only gapless numbers can be voided (`/problems/not-gapless`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying. */
@@ -3524,6 +3698,422 @@ export interface operations {
                 };
             };
             /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`); Too many ledger exports in progress (`/problems/too-many-exports`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+        };
+    };
+    reserveNumbers: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description 1 to 255 printable ASCII characters, raw or as a structured-field string (`"8e03..."`, RFC 8941; both forms of one value are the same key). Retry with the same key to get the same answer, never a second change. */
+                "Idempotency-Key"?: string | null;
+            };
+            path: {
+                /** @description The series' name. */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ReserveRequest"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    /** @description The URL of what was created. */
+                    Location?: string;
+                    /** @description `true` when this is the stored answer to an earlier request with the same Idempotency-Key; nothing was done again. */
+                    "Idempotent-Replayed"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReservationOut"];
+                };
+            };
+            /** @description Malformed request (`/problems/malformed-request`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Missing or invalid API key (`/problems/unauthorized`) */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: Bearer. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Series not found (`/problems/series-not-found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Series is archived (`/problems/series-archived`); Series is exhausted (`/problems/series-exhausted`); The series has as many counters as it may have (`/problems/too-many-counters`); Number already in the ledger (`/problems/number-collision`); This series keeps no ledger (`/problems/ledger-disabled`); A request with this Idempotency-Key is in progress (`/problems/idempotency-key-in-flight`) */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Request body too large (`/problems/payload-too-large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Unsupported media type (`/problems/unsupported-media-type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Invalid request (`/problems/invalid-request`); Idempotency-Key reused with a different request (`/problems/idempotency-key-reused`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+        };
+    };
+    getReservation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The series' name. */
+                name: string;
+                /** @description The reservation's id. */
+                reservation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReservationOut"];
+                };
+            };
+            /** @description Missing or invalid API key (`/problems/unauthorized`) */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: Bearer. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Series not found (`/problems/series-not-found`); Reservation not found (`/problems/reservation-not-found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Invalid request (`/problems/invalid-request`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+        };
+    };
+    releaseReservation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The series' name. */
+                name: string;
+                /** @description The reservation's id. */
+                reservation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReservationOut"];
+                };
+            };
+            /** @description Missing or invalid API key (`/problems/unauthorized`) */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: Bearer. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Series not found (`/problems/series-not-found`); Reservation not found (`/problems/reservation-not-found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description The reservation was confirmed (`/problems/reservation-confirmed`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Invalid request (`/problems/invalid-request`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+        };
+    };
+    confirmReservation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The series' name. */
+                name: string;
+                /** @description The reservation's id. */
+                reservation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ConfirmRequest"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReservationOut"];
+                };
+            };
+            /** @description Malformed request (`/problems/malformed-request`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Missing or invalid API key (`/problems/unauthorized`) */
+            401: {
+                headers: {
+                    /** @description The scheme to authenticate with: Bearer. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Series not found (`/problems/series-not-found`); Reservation not found (`/problems/reservation-not-found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description The reservation was released (`/problems/reservation-released`); The reservation expired (`/problems/reservation-expired`); This series keeps no ledger (`/problems/ledger-disabled`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Request body too large (`/problems/payload-too-large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Unsupported media type (`/problems/unsupported-media-type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Invalid request (`/problems/invalid-request`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Too many requests for this key or tenant (`/problems/rate-limited`) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": string;
+                    /** @description The quotas: `"key";q=600;w=60, "tenant";q=6000;w=60` (requests `q` per `w` seconds, per key and per tenant). */
+                    "RateLimit-Policy": string;
+                    /** @description The quota that ran out: `"key";r=0;t=12` (`r` requests left, `t` seconds until one is free again). */
+                    RateLimit: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDetail"];
+                };
+            };
+            /** @description Service temporarily unavailable (`/problems/unavailable`); Too many requests in progress (`/problems/overloaded`) */
             503: {
                 headers: {
                     /** @description Seconds to wait before retrying. */

@@ -1,8 +1,13 @@
 """Invoices numbered by Docnum: gapless and unique across every system that shares the series.
 
-Each request to Docnum carries an Idempotency-Key derived from the invoice's ``uid``, so a save
-that fails after the number was issued (the database refused the row, the process died) gets the
-same number back when it is retried, instead of leaving a hole in the series.
+``Invoice.save()`` reserves its number, and the number follows the fate of the database
+transaction that saves the invoice (``invoices.settle``): confirmed once it commits, released if
+it rolls back, so a failed save leaves no hole in a gapless series; Docnum hands the number out
+again. If the process dies in between, the reservation expires and Docnum does the same.
+
+``bulk_create_numbered`` issues a whole list with one batch call instead, with an
+Idempotency-Key derived from the invoices' ``uid``: retried after a failure, it gets the same
+numbers back.
 """
 
 import hashlib
@@ -15,6 +20,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from invoices.docnum import client
+from invoices.settle import confirm_or_release
 
 
 class InvoiceQuerySet(models.QuerySet["Invoice"]):
@@ -59,12 +65,19 @@ class Invoice(models.Model):
         return self.number or f"draft {self.uid}"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        """Take the next number the first time the invoice is saved without one."""
-        if not self.number:
-            issued = client().next(
-                settings.DOCNUM_INVOICE_SERIES,
-                date=self.issued_on,
-                idempotency_key=f"invoice-{self.uid}",
-            )
-            self.number = issued.number
-        super().save(*args, **kwargs)
+        """Reserve a number the first time the invoice is saved without one; it is confirmed
+        when the transaction that saves the invoice commits, and released if it rolls back
+        (this save failing included)."""
+        if self.number:
+            super().save(*args, **kwargs)
+            return
+        series = settings.DOCNUM_INVOICE_SERIES
+        held = client().reserve(series, date=self.issued_on, document_ref=f"invoice-{self.uid}")
+        self.number = held.number
+        try:
+            with transaction.atomic(using=kwargs.get("using")):
+                confirm_or_release(series, held.id, using=kwargs.get("using"))
+                super().save(*args, **kwargs)
+        except BaseException:
+            self.number = ""
+            raise

@@ -4,6 +4,8 @@
         python manage.py test
 
 The series must exist, be gapless, and end its format with the sequence (``INV-{YYYY}-{seq:06}``).
+``InvoiceNumberTests`` run inside Django's test transaction, which rolls back after each test:
+their reserved numbers are released then.
 """
 
 import datetime
@@ -12,8 +14,9 @@ import uuid
 from decimal import Decimal
 from unittest import mock
 
-from django.db import transaction
-from django.test import TestCase
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.test import TestCase, TransactionTestCase
 
 from invoices.docnum import client
 from invoices.models import Invoice
@@ -44,7 +47,7 @@ class InvoiceNumberTests(TestCase):
         second = Invoice.objects.create(customer="Initech", total=Decimal("2.00"))
         self.assertEqual(sequence(second.number), sequence(first.number) + 1)
 
-    def test_a_save_retried_after_a_crash_gets_the_same_number(self) -> None:
+    def test_a_save_retried_after_a_crash_gets_the_same_number_again(self) -> None:
         uid = uuid.uuid4()
         with self.assertRaises(Crash), transaction.atomic():
             lost = Invoice(uid=uid, customer="ACME", total=Decimal("3.00"))
@@ -88,3 +91,30 @@ class InvoiceNumberTests(TestCase):
         with self.assertRaises(ValueError):
             Invoice.objects.bulk_create_numbered(invoices)
         self.assertFalse(Invoice.objects.exists())
+
+
+class ReservedNumberTests(TransactionTestCase):
+    """Real commits and rollbacks: the number follows the transaction that saves the invoice."""
+
+    def test_a_committed_save_confirms_its_number(self) -> None:
+        invoice = Invoice.objects.create(customer="ACME", total=Decimal("10.00"))
+        entry = client().get_number(settings.DOCNUM_INVOICE_SERIES, invoice.number)
+        self.assertEqual(entry.status, "issued")
+
+    def test_a_rolled_back_save_leaves_no_hole(self) -> None:
+        with self.assertRaises(Crash), transaction.atomic():
+            lost = Invoice.objects.create(customer="ACME", total=Decimal("1.00"))
+            number = lost.number
+            raise Crash
+        self.assertFalse(Invoice.objects.exists())
+        kept = Invoice.objects.create(customer="Initech", total=Decimal("2.00"))
+        self.assertEqual(kept.number, number)
+        entry = client().get_number(settings.DOCNUM_INVOICE_SERIES, kept.number)
+        self.assertEqual(entry.status, "issued")
+
+    def test_a_save_the_database_refuses_releases_its_number(self) -> None:
+        first = Invoice.objects.create(customer="ACME", total=Decimal("1.00"))
+        with self.assertRaises(IntegrityError):
+            Invoice.objects.create(uid=first.uid, customer="ACME", total=Decimal("1.00"))
+        after = Invoice.objects.create(customer="ACME", total=Decimal("2.00"))
+        self.assertEqual(sequence(after.number), sequence(first.number) + 1)

@@ -4,6 +4,8 @@ from docnum_client import DocnumClient
 
 with DocnumClient("http://localhost:8000", "dn_...") as docnum:
     number = docnum.next("invoice").number   # 'INV-2026-000123'
+    held = docnum.reserve("invoice", document_ref="SO-42")  # held until confirmed or released
+    docnum.confirm("invoice", held.id)
     for entry in docnum.ledger("invoice", status="voided"):
         print(entry.number, entry.void_reason)
 """
@@ -29,11 +31,17 @@ from docnum_client.errors import (
     NumberExists,
     NumberHeld,
     NumberNotFound,
+    NumberReserved,
     NumberUnreadable,
     Overloaded,
     PeriodClosed,
     PreconditionFailed,
     PreconditionRequired,
+    ReservationConfirmed,
+    ReservationEnded,
+    ReservationExpired,
+    ReservationNotFound,
+    ReservationReleased,
     SeriesArchived,
     SeriesExhausted,
     SeriesExists,
@@ -59,6 +67,7 @@ from docnum_client.models import (
     LedgerEntry,
     NewKey,
     NextPreview,
+    Reservation,
     Series,
 )
 
@@ -97,11 +106,18 @@ __all__ = [
     "NumberExists",
     "NumberHeld",
     "NumberNotFound",
+    "NumberReserved",
     "NumberUnreadable",
     "Overloaded",
     "PeriodClosed",
     "PreconditionFailed",
     "PreconditionRequired",
+    "Reservation",
+    "ReservationConfirmed",
+    "ReservationEnded",
+    "ReservationExpired",
+    "ReservationNotFound",
+    "ReservationReleased",
     "Series",
     "SeriesArchived",
     "SeriesExhausted",

@@ -29,6 +29,7 @@ from docnum_client.models import (
     LedgerEntry,
     NewKey,
     NextPreview,
+    Reservation,
     Series,
 )
 
@@ -301,6 +302,53 @@ def void_call(
     return Call(
         "POST", path, {"reason": reason}, _key(idempotency_key), _one(LedgerEntry.from_json)
     )
+
+
+def _reservation_path(series: str, reservation_id: str, action: str = "") -> str:
+    path = _path(series, f"reservations/{quote(reservation_id, safe='')}")
+    return path + (f"/{action}" if action else "")
+
+
+def reserve_call(
+    series: str,
+    count: int,
+    date: datetime.date | None,
+    variables: Mapping[str, str] | None,
+    document_ref: str | None,
+    ttl_seconds: int | None,
+    idempotency_key: str | None,
+) -> Call[Reservation]:
+    body = {
+        "count": count,
+        **_body(date, variables),
+        **({"document_ref": document_ref} if document_ref is not None else {}),
+        **({"ttl_seconds": ttl_seconds} if ttl_seconds is not None else {}),
+    }
+    return Call(
+        "POST",
+        _path(series, "reservations"),
+        body,
+        _key(idempotency_key),
+        _one(Reservation.from_json),
+    )
+
+
+def confirm_call(series: str, reservation_id: str, document_ref: str | None) -> Call[Reservation]:
+    """Confirming is idempotent by itself: a retry answers the same, without a key."""
+    body = {} if document_ref is None else {"document_ref": document_ref}
+    path = _reservation_path(series, reservation_id, "confirm")
+    return Call("POST", path, body, None, _one(Reservation.from_json))
+
+
+def release_call(series: str, reservation_id: str) -> Call[Reservation]:
+    """Releasing is idempotent by itself: a retry answers the same, without a key."""
+    path = _reservation_path(series, reservation_id)
+    return Call("DELETE", path, None, None, _one(Reservation.from_json))
+
+
+def reservation_call(series: str, reservation_id: str) -> Call[Reservation]:
+    path = _reservation_path(series, reservation_id)
+    return Call("GET", path, None, None, _one(Reservation.from_json))
 
 
 @dataclass(frozen=True, slots=True)

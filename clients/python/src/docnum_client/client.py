@@ -41,6 +41,7 @@ from docnum_client._core import (
     archive_series_call,
     audit_call,
     batch_call,
+    confirm_call,
     create_key_call,
     create_series_call,
     csv_call,
@@ -53,6 +54,9 @@ from docnum_client._core import (
     number_call,
     preview_call,
     record_call,
+    release_call,
+    reservation_call,
+    reserve_call,
     restore_series_call,
     retry_delay,
     revoke_key_call,
@@ -72,6 +76,7 @@ from docnum_client.models import (
     LedgerEntry,
     NewKey,
     NextPreview,
+    Reservation,
     Series,
 )
 
@@ -160,6 +165,43 @@ class DocnumClient:
         same ``document_ref``)."""
         call = batch_call(series, count, date, variables, idempotency_key, document_ref)
         return self._run(call)
+
+    def reserve(
+        self,
+        series: str,
+        date: datetime.date | None = None,
+        variables: Mapping[str, str] | None = None,
+        *,
+        count: int = 1,
+        document_ref: str | None = None,
+        ttl_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Reservation:
+        """Reserve ``count`` numbers of ``series`` for a document not saved yet: they are taken
+        as :meth:`next` takes them and held until ``expires_at`` (``ttl_seconds``, default: the
+        service's). :meth:`confirm` them once the document is saved, :meth:`release` them if it
+        is not; a gapless number let go is handed out again, or voided with its reason."""
+        call = reserve_call(
+            series, count, date, variables, document_ref, ttl_seconds, idempotency_key
+        )
+        return self._run(call)
+
+    def confirm(
+        self, series: str, reservation_id: str, *, document_ref: str | None = None
+    ) -> Reservation:
+        """Issue a reservation's numbers (with ``document_ref``, default: the one given at
+        reserve). Confirming again answers the same; a released or expired reservation raises
+        :class:`~docnum_client.errors.ReservationEnded`."""
+        return self._run(confirm_call(series, reservation_id, document_ref))
+
+    def release(self, series: str, reservation_id: str) -> Reservation:
+        """Let a reservation's numbers go. Releasing again, or an expired one, answers it as it
+        is; a confirmed one raises :class:`~docnum_client.errors.ReservationConfirmed`."""
+        return self._run(release_call(series, reservation_id))
+
+    def get_reservation(self, series: str, reservation_id: str) -> Reservation:
+        """A reservation as it is now."""
+        return self._run(reservation_call(series, reservation_id))
 
     def get_number(self, series: str, number: str) -> LedgerEntry:
         """The ledger's entry for ``number`` (any characters, ``/`` included); raises
@@ -436,6 +478,37 @@ class AsyncDocnumClient:
         """See :meth:`DocnumClient.batch`."""
         call = batch_call(series, count, date, variables, idempotency_key, document_ref)
         return await self._run(call)
+
+    async def reserve(
+        self,
+        series: str,
+        date: datetime.date | None = None,
+        variables: Mapping[str, str] | None = None,
+        *,
+        count: int = 1,
+        document_ref: str | None = None,
+        ttl_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Reservation:
+        """See :meth:`DocnumClient.reserve`."""
+        call = reserve_call(
+            series, count, date, variables, document_ref, ttl_seconds, idempotency_key
+        )
+        return await self._run(call)
+
+    async def confirm(
+        self, series: str, reservation_id: str, *, document_ref: str | None = None
+    ) -> Reservation:
+        """See :meth:`DocnumClient.confirm`."""
+        return await self._run(confirm_call(series, reservation_id, document_ref))
+
+    async def release(self, series: str, reservation_id: str) -> Reservation:
+        """See :meth:`DocnumClient.release`."""
+        return await self._run(release_call(series, reservation_id))
+
+    async def get_reservation(self, series: str, reservation_id: str) -> Reservation:
+        """See :meth:`DocnumClient.get_reservation`."""
+        return await self._run(reservation_call(series, reservation_id))
 
     async def get_number(self, series: str, number: str) -> LedgerEntry:
         """See :meth:`DocnumClient.get_number`."""

@@ -30,9 +30,15 @@ __all__ = [
     "NotFound",
     "NotGapless",
     "NumberNotFound",
+    "NumberReserved",
     "Overloaded",
     "PreconditionFailed",
     "PreconditionRequired",
+    "ReservationConfirmed",
+    "ReservationEnded",
+    "ReservationExpired",
+    "ReservationNotFound",
+    "ReservationReleased",
     "SeriesArchived",
     "SeriesExhausted",
     "SeriesExists",
@@ -129,6 +135,12 @@ class KeyNotFound(NotFound):
     problem_type = "/problems/key-not-found"
 
 
+class ReservationNotFound(NotFound):
+    """The series has no such reservation (another tenant's are not visible)."""
+
+    problem_type = "/problems/reservation-not-found"
+
+
 class Conflict(DocnumError):
     problem_type, default_status = "/problems/conflict", 409
 
@@ -175,6 +187,12 @@ class AlreadyVoided(Conflict):
     problem_type = "/problems/already-voided"
 
 
+class NumberReserved(Conflict):
+    """The number is held by a reservation: release it instead of voiding the number."""
+
+    problem_type = "/problems/number-reserved"
+
+
 class NotGapless(Conflict):
     """Only numbers of a gapless series can be voided."""
 
@@ -185,6 +203,26 @@ class LedgerDisabled(Conflict):
     """The series keeps no ledger, so its numbers cannot be looked up."""
 
     problem_type = "/problems/ledger-disabled"
+
+
+class ReservationEnded(Conflict):
+    """The reservation no longer holds its numbers, so it cannot be confirmed."""
+
+
+class ReservationReleased(ReservationEnded):
+    problem_type = "/problems/reservation-released"
+
+
+class ReservationExpired(ReservationEnded):
+    """The reservation was not confirmed before its ``expires_at``."""
+
+    problem_type = "/problems/reservation-expired"
+
+
+class ReservationConfirmed(Conflict):
+    """The reservation was confirmed, so it cannot be released: void its numbers instead."""
+
+    problem_type = "/problems/reservation-confirmed"
 
 
 class NumberExists(Conflict):

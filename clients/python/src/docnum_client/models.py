@@ -75,6 +75,52 @@ class IssuedBatch(Answer):
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Reservation(Answer):
+    """Numbers held until confirmed, released or expired, as answered by reserving, reading,
+    confirming and releasing a reservation.
+
+    ``status`` is ``reserved`` (held until ``expires_at``, by the service's clock), ``confirmed``
+    (issued), ``released`` or ``expired`` (no longer held); ``settled_at`` is when it left
+    ``reserved``. ``number`` is the first (for one number, the only) of ``numbers``.
+    """
+
+    id: str
+    series: str
+    status: str
+    period: str
+    date: datetime.date
+    count: int
+    numbers: tuple[str, ...]
+    values: tuple[int, ...]
+    document_ref: str | None
+    reserved_at: datetime.datetime
+    expires_at: datetime.datetime
+    settled_at: datetime.datetime | None
+
+    @property
+    def number(self) -> str:
+        return self.numbers[0]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], **meta: Any) -> Reservation:
+        return cls(
+            **meta,
+            id=str(data["id"]),
+            series=str(data["series"]),
+            status=str(data["status"]),
+            period=str(data["period"]),
+            date=datetime.date.fromisoformat(data["date"]),
+            count=int(data["count"]),
+            numbers=tuple(str(n) for n in data["numbers"]),
+            values=tuple(int(v) for v in data["values"]),
+            document_ref=None if data["document_ref"] is None else str(data["document_ref"]),
+            reserved_at=_timestamp(data["reserved_at"]),
+            expires_at=_timestamp(data["expires_at"]),
+            settled_at=_maybe_timestamp(data["settled_at"]),
+        )
+
+
 def _timestamp(text: str) -> datetime.datetime:
     """An ISO 8601 timestamp; the ledger writes UTC as ``Z``, which Python 3.10 cannot parse."""
     return datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)

@@ -157,8 +157,9 @@ marked AS (
 
 # Verification plans each statement for its own counter: a plan made once for any counter (what
 # PostgreSQL settles on after a statement ran five times) may join a large chain to itself row by
-# row. For the caller's transaction only.
-CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
+# row. Its joins and grouping over a period's events fit in memory with 64 MB, rather than
+# spilling to disk in batches. For the caller's transaction only.
+VERIFY_SETTINGS = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL work_mem = '64MB'"
 # Verification reads the counters of a period ($2; one counter when $3 is not NULL), …
 SELECT_HEADS = """
 SELECT id, variables, chain_seq, chain_head FROM counters
@@ -201,7 +202,7 @@ found AS (
 ),
 compared AS (
     SELECT coalesce(last.value, found.value) AS value, last.seq, e.kind, e.content, e.hash,
-           found.chain_seq, found.chain_hash, found.row_text,
+           found.value IS NOT NULL AS recorded, found.chain_seq, found.chain_hash, found.row_text,
            '{{"kind":' || to_json(e.kind)::text || CASE
                WHEN found.value IS NULL THEN ',"row":null,"value":' || last.value::text || '}}'
                ELSE ',"row":' || found.row_text || '}}'
@@ -211,7 +212,7 @@ compared AS (
 )
 SELECT * FROM compared
 WHERE seq IS NULL OR content IS DISTINCT FROM expected_content
-    OR row_text IS NOT NULL AND (seq IS DISTINCT FROM chain_seq OR hash IS DISTINCT FROM chain_hash)
+    OR recorded AND (seq IS DISTINCT FROM chain_seq OR hash IS DISTINCT FROM chain_hash)
 ORDER BY seq NULLS LAST, value
 LIMIT 1
 """
@@ -378,7 +379,7 @@ async def verify(
     SHA-256(previous hash || content), a head that is not the last event, or a ledger row other
     than its last event left it (altered, deleted, or recorded by no event).
     """
-    await conn.execute(CUSTOM_PLANS)
+    await conn.execute(VERIFY_SETTINGS)
     return [
         await _verify_counter(conn, series_id, period, counter)
         for counter in await conn.fetch(SELECT_HEADS, series_id, period, variables)

@@ -30,7 +30,7 @@ import asyncpg
 from fastapi import Response
 
 from app import audit, chain, ledger
-from app.database import Connection
+from app.database import Connection, acquire_for_snapshot
 from app.definition import CounterKey, Series
 from app.exports import ExportSlots
 from app.problems import NotChained
@@ -81,7 +81,10 @@ async def verify(
     pool: asyncpg.Pool, series: Series, period: str, variables: str | None
 ) -> ChainReport:
     """The chain of each counter of ``period`` (or of one), verified in one snapshot."""
-    async with pool.acquire() as conn, conn.transaction(isolation=SNAPSHOT, readonly=True):
+    async with (
+        acquire_for_snapshot(pool) as conn,
+        conn.transaction(isolation=SNAPSHOT, readonly=True),
+    ):
         return await _report(conn, series, period, variables)
 
 
@@ -105,7 +108,10 @@ async def archive(
     before the files are compressed."""
     slots.take()
     try:
-        async with pool.acquire() as conn, conn.transaction(isolation=SNAPSHOT, readonly=True):
+        async with (
+            acquire_for_snapshot(pool) as conn,
+            conn.transaction(isolation=SNAPSHOT, readonly=True),
+        ):
             files = await _files(conn, series, period, now)
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:

@@ -20,8 +20,10 @@ server) costs a request a bounded time and never hangs it:
 - opening a connection gives up after ``connect_timeout_ms``;
 - waiting for a free connection gives up after ``pool_timeout_ms``;
 - holding one (a statement, or a whole transaction with its lock waits) ends after
-  ``database_timeout_ms``: the connection is then terminated, which fails whatever runs on it at
-  once, so cleanup (rollback, release) never waits for a server that does not answer;
+  ``database_timeout_ms`` (``snapshot_timeout_ms`` for the reads of a verification or an
+  auditor's ZIP, which hold one snapshot over a whole period): the connection is then
+  terminated, which fails whatever runs on it at once, so cleanup (rollback, release) never waits
+  for a server that does not answer;
 - every connection's socket sends TCP keepalives and gives up on unacknowledged data, so even an
   idle connection (the series-change listener) notices a peer that went silent.
 
@@ -226,11 +228,17 @@ class BoundedPool(asyncpg.Pool):
     """
 
     def __init__(
-        self, *args: Any, acquire_timeout: float, hold_timeout: float, **kwargs: Any
+        self,
+        *args: Any,
+        acquire_timeout: float,
+        hold_timeout: float,
+        snapshot_hold_timeout: float,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._acquire_timeout = acquire_timeout
         self._hold_timeout = hold_timeout
+        self.snapshot_hold_timeout = snapshot_hold_timeout
 
     @property
     def round_trip_limit(self) -> float:
@@ -238,9 +246,13 @@ class BoundedPool(asyncpg.Pool):
         use."""
         return self._acquire_timeout + self._hold_timeout
 
-    def acquire(self, *, timeout: float | None = None) -> "PoolAcquireContext[Any]":
+    def acquire(
+        self, *, timeout: float | None = None, hold: float | None = None
+    ) -> "PoolAcquireContext[Any]":
         return _HeldWithin(
-            self, self._acquire_timeout if timeout is None else timeout, self._hold_timeout
+            self,
+            self._acquire_timeout if timeout is None else timeout,
+            self._hold_timeout if hold is None else hold,
         )
 
 
@@ -249,12 +261,22 @@ def round_trip_limit(pool: asyncpg.Pool) -> float | None:
     return pool.round_trip_limit if isinstance(pool, BoundedPool) else None
 
 
+def acquire_for_snapshot(pool: asyncpg.Pool) -> "PoolAcquireContext[Any]":
+    """A connection for reading one large snapshot (a verification, an auditor's ZIP), held up to
+    ``snapshot_timeout_ms`` rather than ``database_timeout_ms``: a period of 100,000 numbers takes
+    seconds to read, and a busy machine must not turn that into a 503."""
+    if isinstance(pool, BoundedPool):
+        return pool.acquire(hold=pool.snapshot_hold_timeout)
+    return pool.acquire()
+
+
 async def create_pool(url: str, settings: Settings) -> BoundedPool:
     """A pool whose connections carry timeouts, so a stuck lock cannot pile up requests."""
     pool = BoundedPool(
         url,
         acquire_timeout=settings.pool_timeout_ms / 1000,
         hold_timeout=settings.database_timeout_ms / 1000,
+        snapshot_hold_timeout=settings.snapshot_timeout_ms / 1000,
         min_size=min(settings.pool_min_size, settings.pool_max_size),
         max_size=settings.pool_max_size,
         max_queries=50_000,

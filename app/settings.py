@@ -108,6 +108,12 @@ class Settings(BaseSettings):
         "and the request answered 503, so a frozen or unreachable database costs at most "
         "pool_timeout_ms + database_timeout_ms. Keep it above lock_timeout_ms.",
     )
+    snapshot_timeout_ms: int = Field(
+        default=60_000,
+        ge=1,
+        description="The database_timeout_ms of a chain verification or an auditor's ZIP, which "
+        "read a whole period in one snapshot on one connection.",
+    )
     connect_timeout_ms: int = Field(
         default=1500, ge=1, description="How long opening a database connection may take."
     )

@@ -8,9 +8,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
+from app.database import acquire_for_snapshot, create_pool
 from app.settings import Settings
 from harness.load import Target, ledger_values
 from harness.tenants import Tenant, create_series
@@ -102,3 +104,23 @@ async def test_a_gapless_number_whose_commit_answer_is_lost_is_answered_503_then
     assert retry.json()["value"] == 1
     url = str(client.base_url)
     assert await ledger_values(client, url, Target(tenant, "cut")) == [("all", 1)]
+
+
+async def test_reading_a_whole_period_in_one_snapshot_has_a_deadline_of_its_own(
+    database_url: str,
+) -> None:
+    """A verification or an auditor's ZIP may hold its connection past database_timeout_ms (a
+    large period takes seconds to read), up to snapshot_timeout_ms."""
+    settings = Settings(
+        database_url=database_url, database_timeout_ms=200, snapshot_timeout_ms=5000
+    )
+    pool = await create_pool(database_url, settings)
+    try:
+        async with acquire_for_snapshot(pool) as conn:
+            await conn.execute("SELECT pg_sleep(0.5)")
+            assert await conn.fetchval("SELECT 1") == 1
+        with pytest.raises(asyncpg.ConnectionDoesNotExistError):
+            async with pool.acquire() as conn:
+                await conn.fetchval("SELECT pg_sleep(0.5)")
+    finally:
+        await pool.close()

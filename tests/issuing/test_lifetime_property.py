@@ -1,13 +1,16 @@
-"""A stateful property: whatever the series, formats, dates, variables and changes, no rendered
-number comes out twice, and every gapless counter is gapless.
+"""A stateful property: whatever the series, formats, dates, variables, changes and numbering by
+hand, no rendered number comes out twice, and every gapless counter is gapless.
 
 Hypothesis drives two real ``docnum serve`` processes on one database: it creates series of every
 mode and reset with random formats (date tokens, variables, literals with digits), issues single
-numbers and batches at either process with random dates and variables, and changes formats (now or
+numbers and batches at either process with random dates and variables, reserves numbers and
+confirms or releases them (a released gapless number may be handed out again), sets counters
+upwards by hand, records the next number as one issued elsewhere, and changes formats (now or
 from a date) and structural fields in between. A process that did not make a change learns of it
 by notification, so requests there may run on a definition that just changed. After every step:
-every number ever answered for a series is distinct, and the ledger of each gapless counter
-(period and variable values) holds exactly start, start + step, … with no hole.
+every number ever answered for a series (issued, confirmed, recorded, or reserved and not
+released) is distinct, and the ledger of each gapless counter (period and variable values) holds
+exactly start, start + step, … with no hole.
 
 Run it longer with ``DOCNUM_PROPERTY_EXAMPLES=500 .venv/bin/python -m pytest
 tests/issuing/test_lifetime_property.py``.
@@ -103,6 +106,8 @@ class Lifetime(RuleBasedStateMachine):
         self.tenant = tenant
         self.names = (f"s{secrets.token_hex(3)}-{i}" for i in itertools.count())
         self.answered: dict[str, list[str]] = defaultdict(list)
+        # Reservations not settled yet: (series, process, id) and the numbers they hold.
+        self.held: dict[tuple[str, int, str], list[str]] = {}
         self.formats: dict[str, list[str]] = {}
         self.gapless: set[str] = set()
 
@@ -172,6 +177,102 @@ class Lifetime(RuleBasedStateMachine):
         if response.status_code == 201:
             self.answered[name].extend(response.json()["numbers"])
 
+    @rule(
+        name=series,
+        **ISSUING,
+        pick=st.one_of(st.none(), st.integers(0, 1000)),
+        confirm=st.booleans(),
+    )
+    def reserve(
+        self,
+        name: str,
+        at: int,
+        date: str | None,
+        values: dict[str, str],
+        count: int,
+        pick: int | None,
+        confirm: bool,
+    ) -> None:
+        """Reserve numbers, having first settled an earlier reservation unless ``pick`` is None:
+        reservations are settled about as often as they are made, in any order."""
+        if pick is not None and self.held:
+            self.settle(pick, confirm)
+        body: dict[str, Any] = {"variables": values, "count": count}
+        if date is not None:
+            body["date"] = date
+        response = self.http.post(
+            f"{self.urls[at]}/series/{name}/reservations", json=body, headers=self.tenant.issuer
+        )
+        assert response.status_code in (201, 404, 409, 422), response.text
+        if response.status_code == 201:
+            self.held[name, at, response.json()["id"]] = response.json()["numbers"]
+
+    @precondition(lambda self: self.held)
+    @rule(pick=st.integers(0, 1000), confirm=st.booleans())
+    def settle(self, pick: int, confirm: bool) -> None:
+        """Confirm a reservation (its numbers are issued) or release it (they may come again)."""
+        key = sorted(self.held)[pick % len(self.held)]
+        name, at, reservation = key
+        url = f"{self.urls[at]}/series/{name}/reservations/{reservation}"
+        if confirm:
+            response = self.http.post(f"{url}/confirm", json={}, headers=self.tenant.issuer)
+        else:
+            response = self.http.delete(url, headers=self.tenant.issuer)
+        assert response.status_code == 200, response.text
+        numbers = self.held.pop(key)
+        if confirm:
+            self.answered[name].extend(numbers)
+
+    @rule(name=series, at=st.integers(0, 1), date=dates, values=variables, jump=st.integers(0, 4))
+    def set_counter(
+        self, name: str, at: int, date: str | None, values: dict[str, str], jump: int
+    ) -> None:
+        """Go-live: the counter of the next number moves up, past it by ``jump`` values."""
+        preview = self._preview(name, at, date, values)
+        if preview is None:
+            return
+        body = {
+            "last_value": preview["value"] + jump,
+            "reason": "go-live",
+            "variables": values,
+            "date": preview["date"],
+        }
+        response = self.http.put(
+            f"{self.urls[at]}/series/{name}/counters/{preview['period']}",
+            json=body,
+            headers=self.tenant.admin,
+        )
+        # 409: another process took values meanwhile, so the counter is not raised by this.
+        assert response.status_code in (200, 404, 409, 422), response.text
+
+    @rule(name=series, at=st.integers(0, 1), date=dates, values=variables)
+    def record_external(self, name: str, at: int, date: str | None, values: dict[str, str]) -> None:
+        """The next number, recorded as issued elsewhere: the series must never hand it out."""
+        preview = self._preview(name, at, date, values)
+        if preview is None:
+            return
+        body = {"number": preview["number"], "date": preview["date"]}
+        response = self.http.post(
+            f"{self.urls[at]}/series/{name}/numbers", json=body, headers=self.tenant.admin
+        )
+        # 409: taken meanwhile, or in cached mode held by a process; 422: no ledger, or the
+        # number reads as another format's.
+        assert response.status_code in (201, 404, 409, 422), response.text
+        if response.status_code == 201:
+            self.answered[name].append(preview["number"])
+
+    def _preview(
+        self, name: str, at: int, date: str | None, values: dict[str, str]
+    ) -> dict[str, Any] | None:
+        params = {"variables": ",".join(f"{k}={v}" for k, v in sorted(values.items()))}
+        if date is not None:
+            params["date"] = date
+        response = self.http.get(
+            f"{self.urls[at]}/series/{name}/next-preview", params=params, headers=self.tenant.admin
+        )
+        assert response.status_code in (200, 404, 409, 422), response.text
+        return response.json() if response.status_code == 200 else None
+
     @rule(name=series, at=st.integers(0, 1), edit=edits, since=dates)
     def change_format(
         self, name: str, at: int, edit: tuple[str, int, str], since: str | None
@@ -202,6 +303,7 @@ class Lifetime(RuleBasedStateMachine):
         assert response.status_code in (200, 404, 409, 422), response.text
         if response.status_code == 200 and any(before[k] != v for k, v in change.items()):
             assert not self.answered[name], "a structural change after the first number"
+            assert not any(key[0] == name for key in self.held), "… or a reservation"
             if response.json()["mode"] == "gapless":
                 self.gapless.add(name)
             else:
@@ -209,8 +311,11 @@ class Lifetime(RuleBasedStateMachine):
 
     @invariant()
     def no_number_twice(self) -> None:
-        for name, numbers in self.answered.items():
-            assert len(numbers) == len(set(numbers)), (name, sorted(numbers))
+        numbers = defaultdict(list, {name: list(taken) for name, taken in self.answered.items()})
+        for (name, _, _), held in self.held.items():
+            numbers[name].extend(held)
+        for name, taken in numbers.items():
+            assert len(taken) == len(set(taken)), (name, sorted(taken))
 
     @invariant()
     def every_gapless_counter_is_gapless(self) -> None:

@@ -41,14 +41,14 @@ from typing import NamedTuple, TypeVar
 
 import asyncpg
 
-from app import audit, chain
+from app import chain
 from app.database import Connection, Executor
 from app.definition import CounterKey, Format, Series, StaleDefinition
 from app.formatting import NumberTooLong, Template, VariableError
 from app.issuing import counters
 from app.issuing.engine import MAX_RELOADS, Issuer
 from app.issuing.sequences import create_sequence_sql, sequence_name
-from app.ledger import ENTRY_COLUMNS
+from app.ledger import ENTRY_COLUMNS, record_change
 from app.problems import (
     CounterNotRaised,
     InvalidRequest,
@@ -171,15 +171,13 @@ async def set_counter(
         )
         await _set_top(conn, series, locked, last_value)
         previous = None if locked.top < series.start else locked.top
-        if series.mode == "gapless":
-            event = chain.event("counter-set", last_value=last_value, reason=reason)
-            await chain.append(conn, series.id, key, [event])
-        await audit.record(
+        await record_change(
             conn,
-            tenant_id=series.tenant_id,
+            series,
+            key,
+            chain.event("counter-set", last_value=last_value, reason=reason),
             actor=actor,
             action="counter.set",
-            series=series.name,
             details={
                 "period": period,
                 "variables": key.variables,
@@ -250,14 +248,13 @@ async def record_external(
         assert row is not None  # INSERT … RETURNING
         if value > locked.top:  # after the insert: setval stays even if the transaction fails
             await _set_top(conn, series, locked, value)
-        if series.mode == "gapless":
-            await chain.append(conn, series.id, key, [chain.event("external", row=row)])
-        await audit.record(
+        await record_change(
             conn,
-            tenant_id=series.tenant_id,
+            series,
+            key,
+            chain.event("external", row=row),
             actor=actor,
             action="number.recorded",
-            series=series.name,
             details={"number": number, "date": day, "document_ref": document_ref, "voided": voided},
         )
     return LedgerEntry(**dict(row))

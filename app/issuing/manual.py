@@ -44,14 +44,14 @@ import asyncpg
 from app import chain
 from app.database import Connection, Executor
 from app.definition import CounterKey, Format, Series, StaleDefinition
-from app.formatting import NumberTooLong, Template, VariableError
+from app.formatting import Template
 from app.issuing import counters
 from app.issuing.engine import MAX_RELOADS, Issuer
+from app.issuing.issued import render_numbers
 from app.issuing.sequences import create_sequence_sql, sequence_name
 from app.ledger import ENTRY_COLUMNS, record_change
 from app.problems import (
     CounterNotRaised,
-    InvalidRequest,
     LedgerDisabled,
     NumberCollision,
     NumberExists,
@@ -62,7 +62,7 @@ from app.problems import (
     Unavailable,
     field_error,
 )
-from app.schemas import CounterChange, LedgerEntry, NextPreview
+from app.schemas import CounterChange, ExternalNumber, LedgerEntry, NextPreview
 
 # The most values a gapless counter passes by hand in one change (each is recorded as voided).
 MAX_SKIPPED = 100_000
@@ -200,14 +200,14 @@ async def record_external(
     conn: Connection,
     issuer: Issuer,
     series: Series,
+    body: ExternalNumber,
     *,
-    number: str,
-    day: datetime.date,
-    document_ref: str | None,
     actor: str,
     max_counters: int,
 ) -> LedgerEntry:
-    """Record ``number``, issued elsewhere for a document dated ``day``, in the ledger."""
+    """Record ``body.number``, issued elsewhere for a document dated ``body.date``, in the
+    ledger."""
+    number, day, document_ref = body.number, body.date, body.document_ref
     if not series.ledger:
         raise LedgerDisabled(
             f"Series {series.name!r} keeps no ledger to record {number!r} in; turn it on first."
@@ -276,7 +276,7 @@ async def preview(
         raise SeriesExhausted("The series has reached its max_value.")
     return NextPreview(
         series=series.name,
-        number=_render(series, template, [value], day, variables)[0],
+        number=render_numbers(series, template, [value], day, variables)[0],
         value=value,
         period=key.period,
         variables=key.variables,
@@ -295,7 +295,7 @@ def read_number(
         parsed = entry.template.parse(number, series=series.name)
         if parsed is None:
             continue
-        rendered = _render(series, entry.template, [parsed.value], day, parsed.variables)
+        rendered = render_numbers(series, entry.template, [parsed.value], day, parsed.variables)
         if rendered == [number]:
             _check_counted(series, parsed.value, "number")
             return entry, parsed.value, parsed.variables
@@ -377,7 +377,7 @@ async def _move(
             f"passes at most {MAX_SKIPPED} at once: move it in steps",
         )
     values = list(skipped)
-    numbers = _render(series, template, values, day, variables)
+    numbers = render_numbers(series, template, values, day, variables)
     try:
         rows = await conn.fetch(
             INSERT_SKIPPED, series.id, *locked.key, values, numbers, day, reason
@@ -397,22 +397,3 @@ async def _set_top(conn: Connection, series: Series, locked: Locked, last: int) 
         await conn.execute(SET_SEQUENCE, sequence_name(locked.id), last)
     else:
         await conn.execute(MOVE_COUNTER, locked.id, last)
-
-
-def _render(
-    series: Series,
-    template: Template,
-    values: list[int],
-    day: datetime.date,
-    variables: Mapping[str, str],
-) -> list[str]:
-    try:
-        return template.render_many(
-            values,
-            date=day,
-            series=series.name,
-            variables=variables,
-            fiscal_year_start=series.fiscal_year_start,
-        )
-    except (VariableError, NumberTooLong) as error:
-        raise InvalidRequest(str(error)) from None

@@ -392,9 +392,7 @@ async def record_number(
                 conn,
                 services.issuer,
                 series,
-                number=body.number,
-                day=body.date,
-                document_ref=body.document_ref,
+                body,
                 actor=admin.actor,
                 max_counters=services.settings.max_counters_per_series,
             )

@@ -307,10 +307,10 @@ async def _on_current(
     services: Services, found: Series, change: Callable[[Series, Connection], Awaitable[T]]
 ) -> T:
     """Run ``change(series, conn)`` on a connection of its own, on the series' current
-    definition (``manual.on_current``)."""
+    definition (``Issuer.on_current``)."""
 
     async def on(series: Series) -> T:
         async with services.pool.acquire() as conn:
             return await change(series, conn)
 
-    return await manual.on_current(services.issuer, found, on)
+    return await services.issuer.on_current(found, on)

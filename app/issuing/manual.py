@@ -36,8 +36,8 @@ Invariants, and why they hold:
 """
 
 import datetime
-from collections.abc import Awaitable, Callable, Mapping
-from typing import NamedTuple, TypeVar
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import asyncpg
 
@@ -46,7 +46,7 @@ from app.database import Connection, Executor
 from app.definition import CounterKey, Format, Series, StaleDefinition
 from app.formatting import Template
 from app.issuing import counters
-from app.issuing.engine import MAX_RELOADS, Issuer
+from app.issuing.engine import Issuer
 from app.issuing.issued import render_numbers
 from app.issuing.sequences import create_sequence_sql, sequence_name
 from app.ledger import ENTRY_COLUMNS, record_change
@@ -59,7 +59,6 @@ from app.problems import (
     NumberUnreadable,
     SeriesArchived,
     SeriesExhausted,
-    Unavailable,
     field_error,
 )
 from app.schemas import CounterChange, ExternalNumber, LedgerEntry, NextPreview
@@ -111,8 +110,6 @@ SELECT CASE WHEN $4 = 'sequence'
 FROM counters WHERE series_id = $1 AND period = $2 AND variables = $3
 """
 
-T = TypeVar("T")
-
 
 class Locked(NamedTuple):
     """A counter whose row lock this transaction holds, and its top: the last value taken, or
@@ -125,16 +122,6 @@ class Locked(NamedTuple):
     def skipped(self, series: Series, below: int) -> range:
         """The values from the one after the top up to, not including, ``below``."""
         return range(self.top + series.step, below, series.step)
-
-
-async def on_current(issuer: Issuer, series: Series, change: Callable[[Series], Awaitable[T]]) -> T:
-    """Run ``change`` on the series; again on its fresh definition when it changed meanwhile."""
-    for _ in range(MAX_RELOADS):
-        try:
-            return await change(series)
-        except StaleDefinition:
-            series = await issuer.reload(series)
-    raise Unavailable("The series is being changed; retry shortly.")
 
 
 async def set_counter(

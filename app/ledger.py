@@ -5,7 +5,10 @@ the ledger with its reason, so an auditor sees every value accounted for.
 
 Every change of a gapless ledger appends an event to its counter's hash chain (``app.chain``) in
 the transaction that makes it: recording numbers, in the one statement that inserts them; voiding,
-under the counter's lock, taken before the row's so that the lock order is the issuing one.
+under the counter's lock, taken before the row's so that the lock order is the issuing one. A
+change made by hand (voiding, a document reference, and ``app.issuing.manual``'s counters set
+and numbers recorded) goes through ``record_change``, which chains it (gapless) and audits it in
+that same transaction.
 """
 
 import csv
@@ -368,6 +371,31 @@ async def _locked_counter(conn: Connection, series: Series, number: str) -> Coun
     return counter
 
 
+async def record_change(
+    conn: Connection,
+    series: Series,
+    counter: CounterKey,
+    event: chain.Event,
+    *,
+    actor: str,
+    action: str,
+    details: dict[str, Any],
+) -> None:
+    """Record a change someone made to ``series``' ledger or ``counter``, in the transaction that
+    made it: as ``event`` of the counter's chain when the series keeps one (gapless), and as
+    ``action`` in the audit trail, whatever the mode."""
+    if series.mode == "gapless":
+        await chain.append(conn, series.id, counter, [event])
+    await audit.record(
+        conn,
+        tenant_id=series.tenant_id,
+        actor=actor,
+        action=action,
+        series=series.name,
+        details=details,
+    )
+
+
 async def void(
     conn: Connection, series: Series, number: str, reason: str, *, actor: str
 ) -> LedgerEntry:
@@ -383,13 +411,13 @@ async def void(
                     f"{number} is reserved: release its reservation instead of voiding it."
                 )
             raise AlreadyVoided(f"{number} is already voided.")
-        await chain.append(conn, series.id, counter, [chain.event("voided", row=row)])
-        await audit.record(
+        await record_change(
             conn,
-            tenant_id=series.tenant_id,
+            series,
+            counter,
+            chain.event("voided", row=row),
             actor=actor,
             action="number.voided",
-            series=series.name,
             details={"number": number, "reason": reason},
         )
     return LedgerEntry(**dict(row))
@@ -410,14 +438,13 @@ async def annotate(
         previous = entry.pop("previous")
         if previous == document_ref:
             return LedgerEntry(**entry)
-        if series.mode == "gapless":
-            await chain.append(conn, series.id, counter, [chain.event("annotated", row=entry)])
-        await audit.record(
+        await record_change(
             conn,
-            tenant_id=series.tenant_id,
+            series,
+            counter,
+            chain.event("annotated", row=entry),
             actor=actor,
             action="number.annotated",
-            series=series.name,
             details={"number": number, "document_ref": document_ref, "previous": previous},
         )
     return LedgerEntry(**entry)

@@ -4,7 +4,7 @@ import asyncio
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,21 +191,32 @@ async def load_resumes(load: Load, urls: list[str], answers: int, within: float)
     await eventually(lambda: len(load.answered) >= since + answers, "load goes on")
 
 
-async def ledger_values(http: httpx.AsyncClient, url: str, target: Target) -> list[tuple[str, int]]:
-    """Every (period, value) in the series' ledger, read page by page as an operator would."""
-    values: list[tuple[str, int]] = []
+async def ledger_entries(
+    http: httpx.AsyncClient,
+    series: str,
+    *,
+    url: str = "",
+    headers: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Every entry of the series' ledger, read page by page as an operator would (from ``url``,
+    default: ``http``'s base URL; with ``headers``, default: ``http``'s)."""
+    entries: list[dict[str, Any]] = []
     cursor: str | None = None
     while True:
         params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
-        response = await http.get(
-            f"{url}/series/{target.series}/numbers", params=params, headers=target.tenant.admin
-        )
+        response = await http.get(f"{url}/series/{series}/numbers", params=params, headers=headers)
         assert response.status_code == 200, response.text
         page = response.json()
-        values.extend((item["period"], item["value"]) for item in page["items"])
+        entries.extend(page["items"])
         cursor = page["next_cursor"]
         if cursor is None:
-            return values
+            return entries
+
+
+async def ledger_values(http: httpx.AsyncClient, url: str, target: Target) -> list[tuple[str, int]]:
+    """Every (period, value) in the series' ledger."""
+    entries = await ledger_entries(http, target.series, url=url, headers=target.tenant.admin)
+    return [(entry["period"], entry["value"]) for entry in entries]
 
 
 async def guarantee_violations(

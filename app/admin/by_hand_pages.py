@@ -50,6 +50,28 @@ IMPORT_COLUMNS = ("number", "date", "document_ref")
 T = TypeVar("T")
 
 
+def _form(
+    template: str,
+    request: Request,
+    signed_in: AdminSession,
+    found: Series,
+    values: dict[str, str],
+    errors: FieldErrors,
+    *,
+    status: int = 200,
+) -> Response:
+    """The form of ``template`` for ``found``, with the values sent and what was wrong with them."""
+    return render(
+        request,
+        template,
+        signed_in=signed_in,
+        status_code=status,
+        series=found,
+        values=values,
+        errors=errors,
+    )
+
+
 # Setting a counter
 
 
@@ -59,7 +81,7 @@ async def counter_form(
 ) -> Response:
     found = await series_sql.fetch(services.pool, signed_in.principal.tenant_id, name)
     period = found.current_period(services.issuer.clock())
-    return _counter_form(request, signed_in, found, {"period": period}, {})
+    return _form("counter.html", request, signed_in, found, {"period": period}, {})
 
 
 @router.post("/series/{name}/counter")
@@ -100,7 +122,7 @@ async def set_counter(
     else:
         subject = f"{changed.period} to {changed.last_value}"
         return redirect(series_path(name), notice="counter-set", subject=subject)
-    return _counter_form(request, signed_in, found, form, errors, status=status)
+    return _form("counter.html", request, signed_in, found, form, errors, status=status)
 
 
 def _check_counter_name(period: str, variables: str) -> None:
@@ -108,26 +130,6 @@ def _check_counter_name(period: str, variables: str) -> None:
         raise field_error("period", "a period such as 2026, 2026-03, 2026-03-31 or all")
     if not re.fullmatch(COUNTER_VARIABLES_PATTERN, variables):
         raise field_error("variables", "name=value pairs joined by ',', such as branch=BR07")
-
-
-def _counter_form(
-    request: Request,
-    signed_in: AdminSession,
-    found: Series,
-    values: dict[str, str],
-    errors: FieldErrors,
-    *,
-    status: int = 200,
-) -> Response:
-    return render(
-        request,
-        "counter.html",
-        signed_in=signed_in,
-        status_code=status,
-        series=found,
-        values=values,
-        errors=errors,
-    )
 
 
 # Recording one number
@@ -138,7 +140,7 @@ async def record_form(
     request: Request, name: str, signed_in: AdminSessionDep, services: ServicesDep
 ) -> Response:
     found = await series_sql.fetch(services.pool, signed_in.principal.tenant_id, name)
-    return _record_form(request, signed_in, found, {}, {})
+    return _form("record.html", request, signed_in, found, {}, {})
 
 
 @router.post("/series/{name}/record")
@@ -159,27 +161,7 @@ async def record_number(
         errors, status = problem_errors(problem), problem.status
     else:
         return redirect(series_path(name), notice="recorded", subject=body.number)
-    return _record_form(request, signed_in, found, form, errors, status=status)
-
-
-def _record_form(
-    request: Request,
-    signed_in: AdminSession,
-    found: Series,
-    values: dict[str, str],
-    errors: FieldErrors,
-    *,
-    status: int = 200,
-) -> Response:
-    return render(
-        request,
-        "record.html",
-        signed_in=signed_in,
-        status_code=status,
-        series=found,
-        values=values,
-        errors=errors,
-    )
+    return _form("record.html", request, signed_in, found, form, errors, status=status)
 
 
 # Importing numbers from a CSV
@@ -275,9 +257,7 @@ async def _record(
             conn,
             services.issuer,
             series,
-            number=body.number,
-            day=body.date,
-            document_ref=body.document_ref,
+            body,
             actor=signed_in.principal.actor,
             max_counters=services.settings.max_counters_per_series,
         ),
@@ -327,10 +307,10 @@ async def _on_current(
     services: Services, found: Series, change: Callable[[Series, Connection], Awaitable[T]]
 ) -> T:
     """Run ``change(series, conn)`` on a connection of its own, on the series' current
-    definition (``manual.on_current``)."""
+    definition (``Issuer.on_current``)."""
 
     async def on(series: Series) -> T:
         async with services.pool.acquire() as conn:
             return await change(series, conn)
 
-    return await manual.on_current(services.issuer, found, on)
+    return await services.issuer.on_current(found, on)

@@ -20,7 +20,7 @@ import datetime
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import asyncpg
 
@@ -58,6 +58,8 @@ MAX_RELOADS = 5
 WARNING_ACTOR = "docnum"
 
 logger = logging.getLogger("docnum.issuing")
+
+T = TypeVar("T")
 
 
 def utc_now() -> datetime.datetime:
@@ -124,7 +126,8 @@ class Issuer:
         again on the series as it now is. A ``document_ref`` is kept with the numbers in the
         ledger; a series without one refuses it rather than lose it.
         """
-        for _ in range(MAX_RELOADS):
+
+        async def attempt(series: Series) -> Answer:
             try:
                 if document_ref is not None and not series.ledger:
                     raise LedgerDisabled(
@@ -146,17 +149,25 @@ class Issuer:
                 document_ref,
                 hold,
             )
-            try:
-                outcome = await self._dispatch(request)
-            except StaleDefinition:
-                series = await self._reload(series)
-                continue
+            outcome = await self._dispatch(request)
             if isinstance(outcome, Replayed):
                 return _replay(claim, outcome)
             if hold is None:
                 metrics.count_issued(series, len(outcome.values))
             await self._warn_if_low(request, outcome.values)
             return Answer(201, respond(outcome), False, outcome)
+
+        return await self.on_current(series, attempt)
+
+    async def on_current(self, series: Series, change: Callable[[Series], Awaitable[T]]) -> T:
+        """Run ``change`` on the series; again on its fresh definition while it raises
+        StaleDefinition (the series changed meanwhile, and ``change`` took nothing), at most
+        ``MAX_RELOADS`` times."""
+        for _ in range(MAX_RELOADS):
+            try:
+                return await change(series)
+            except StaleDefinition:
+                series = await self._reload(series)
         raise Unavailable("The series is being changed; retry shortly.")
 
     async def _answer_despite(
@@ -200,10 +211,6 @@ class Issuer:
                 f"the format {entry.format!r} shows the year with two digits, which tells years "
                 f"apart only from {entry.window[0].year} to {entry.window[1].year}",
             )
-
-    async def reload(self, series: Series) -> Series:
-        """The series as it is now, after a statement found its definition stale."""
-        return await self._reload(series)
 
     async def _warn_if_low(self, request: Request, values: list[int]) -> None:
         """Count and audit a counter running low, once: for the request that took its

@@ -3,6 +3,10 @@
 A request with a ``Hold`` reserves its numbers instead of issuing them (see app.reservations): the
 values are taken from the counter exactly as for an issue, in the same transaction (for gapless,
 the same group commit), and its answer carries the ``Reservation`` that holds them.
+
+``render_numbers`` turns a series' values into its numbers, for issuing and for the counters and
+numbers set by hand (``app.issuing.manual``) alike, so both refuse a number that cannot be
+rendered the same way (422).
 """
 
 import datetime
@@ -13,6 +17,27 @@ from dataclasses import dataclass
 from app.definition import CounterKey, Series
 from app.formatting import NumberTooLong, Template, VariableError
 from app.problems import InvalidRequest, NumberRuleBroken
+
+
+def render_numbers(
+    series: Series,
+    template: Template,
+    values: list[int],
+    day: datetime.date,
+    variables: Mapping[str, str],
+) -> list[str]:
+    """The numbers of ``values`` in ``template`` of ``series`` for ``day``; a number that cannot
+    be rendered (a variable missing or invalid, too long) is the caller's mistake (422)."""
+    try:
+        return template.render_many(
+            values,
+            date=day,
+            series=series.name,
+            variables=variables,
+            fiscal_year_start=series.fiscal_year_start,
+        )
+    except (VariableError, NumberTooLong) as error:
+        raise InvalidRequest(str(error)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,16 +107,7 @@ class Request:
         return self.counter.period
 
     def render(self, values: list[int]) -> Issued:
-        try:
-            numbers = self.template.render_many(
-                values,
-                date=self.date,
-                series=self.series.name,
-                variables=self.variables,
-                fiscal_year_start=self.series.fiscal_year_start,
-            )
-        except (VariableError, NumberTooLong) as error:
-            raise InvalidRequest(str(error)) from None
+        numbers = render_numbers(self.series, self.template, values, self.date, self.variables)
         broken = self.series.rules.check_numbers(numbers)
         if broken is not None:
             raise NumberRuleBroken(f"Series {self.series.name!r}: {broken}; nothing was issued.")

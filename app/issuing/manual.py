@@ -36,22 +36,22 @@ Invariants, and why they hold:
 """
 
 import datetime
-from collections.abc import Awaitable, Callable, Mapping
-from typing import NamedTuple, TypeVar
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import asyncpg
 
-from app import audit, chain
+from app import chain
 from app.database import Connection, Executor
 from app.definition import CounterKey, Format, Series, StaleDefinition
-from app.formatting import NumberTooLong, Template, VariableError
+from app.formatting import Template
 from app.issuing import counters
-from app.issuing.engine import MAX_RELOADS, Issuer
+from app.issuing.engine import Issuer
+from app.issuing.issued import render_numbers
 from app.issuing.sequences import create_sequence_sql, sequence_name
-from app.ledger import ENTRY_COLUMNS
+from app.ledger import ENTRY_COLUMNS, record_change
 from app.problems import (
     CounterNotRaised,
-    InvalidRequest,
     LedgerDisabled,
     NumberCollision,
     NumberExists,
@@ -59,10 +59,9 @@ from app.problems import (
     NumberUnreadable,
     SeriesArchived,
     SeriesExhausted,
-    Unavailable,
     field_error,
 )
-from app.schemas import CounterChange, LedgerEntry, NextPreview
+from app.schemas import CounterChange, ExternalNumber, LedgerEntry, NextPreview
 
 # The most values a gapless counter passes by hand in one change (each is recorded as voided).
 MAX_SKIPPED = 100_000
@@ -111,8 +110,6 @@ SELECT CASE WHEN $4 = 'sequence'
 FROM counters WHERE series_id = $1 AND period = $2 AND variables = $3
 """
 
-T = TypeVar("T")
-
 
 class Locked(NamedTuple):
     """A counter whose row lock this transaction holds, and its top: the last value taken, or
@@ -125,16 +122,6 @@ class Locked(NamedTuple):
     def skipped(self, series: Series, below: int) -> range:
         """The values from the one after the top up to, not including, ``below``."""
         return range(self.top + series.step, below, series.step)
-
-
-async def on_current(issuer: Issuer, series: Series, change: Callable[[Series], Awaitable[T]]) -> T:
-    """Run ``change`` on the series; again on its fresh definition when it changed meanwhile."""
-    for _ in range(MAX_RELOADS):
-        try:
-            return await change(series)
-        except StaleDefinition:
-            series = await issuer.reload(series)
-    raise Unavailable("The series is being changed; retry shortly.")
 
 
 async def set_counter(
@@ -171,15 +158,13 @@ async def set_counter(
         )
         await _set_top(conn, series, locked, last_value)
         previous = None if locked.top < series.start else locked.top
-        if series.mode == "gapless":
-            event = chain.event("counter-set", last_value=last_value, reason=reason)
-            await chain.append(conn, series.id, key, [event])
-        await audit.record(
+        await record_change(
             conn,
-            tenant_id=series.tenant_id,
+            series,
+            key,
+            chain.event("counter-set", last_value=last_value, reason=reason),
             actor=actor,
             action="counter.set",
-            series=series.name,
             details={
                 "period": period,
                 "variables": key.variables,
@@ -202,14 +187,14 @@ async def record_external(
     conn: Connection,
     issuer: Issuer,
     series: Series,
+    body: ExternalNumber,
     *,
-    number: str,
-    day: datetime.date,
-    document_ref: str | None,
     actor: str,
     max_counters: int,
 ) -> LedgerEntry:
-    """Record ``number``, issued elsewhere for a document dated ``day``, in the ledger."""
+    """Record ``body.number``, issued elsewhere for a document dated ``body.date``, in the
+    ledger."""
+    number, day, document_ref = body.number, body.date, body.document_ref
     if not series.ledger:
         raise LedgerDisabled(
             f"Series {series.name!r} keeps no ledger to record {number!r} in; turn it on first."
@@ -250,14 +235,13 @@ async def record_external(
         assert row is not None  # INSERT … RETURNING
         if value > locked.top:  # after the insert: setval stays even if the transaction fails
             await _set_top(conn, series, locked, value)
-        if series.mode == "gapless":
-            await chain.append(conn, series.id, key, [chain.event("external", row=row)])
-        await audit.record(
+        await record_change(
             conn,
-            tenant_id=series.tenant_id,
+            series,
+            key,
+            chain.event("external", row=row),
             actor=actor,
             action="number.recorded",
-            series=series.name,
             details={"number": number, "date": day, "document_ref": document_ref, "voided": voided},
         )
     return LedgerEntry(**dict(row))
@@ -279,7 +263,7 @@ async def preview(
         raise SeriesExhausted("The series has reached its max_value.")
     return NextPreview(
         series=series.name,
-        number=_render(series, template, [value], day, variables)[0],
+        number=render_numbers(series, template, [value], day, variables)[0],
         value=value,
         period=key.period,
         variables=key.variables,
@@ -298,7 +282,7 @@ def read_number(
         parsed = entry.template.parse(number, series=series.name)
         if parsed is None:
             continue
-        rendered = _render(series, entry.template, [parsed.value], day, parsed.variables)
+        rendered = render_numbers(series, entry.template, [parsed.value], day, parsed.variables)
         if rendered == [number]:
             _check_counted(series, parsed.value, "number")
             return entry, parsed.value, parsed.variables
@@ -380,7 +364,7 @@ async def _move(
             f"passes at most {MAX_SKIPPED} at once: move it in steps",
         )
     values = list(skipped)
-    numbers = _render(series, template, values, day, variables)
+    numbers = render_numbers(series, template, values, day, variables)
     try:
         rows = await conn.fetch(
             INSERT_SKIPPED, series.id, *locked.key, values, numbers, day, reason
@@ -400,22 +384,3 @@ async def _set_top(conn: Connection, series: Series, locked: Locked, last: int) 
         await conn.execute(SET_SEQUENCE, sequence_name(locked.id), last)
     else:
         await conn.execute(MOVE_COUNTER, locked.id, last)
-
-
-def _render(
-    series: Series,
-    template: Template,
-    values: list[int],
-    day: datetime.date,
-    variables: Mapping[str, str],
-) -> list[str]:
-    try:
-        return template.render_many(
-            values,
-            date=day,
-            series=series.name,
-            variables=variables,
-            fiscal_year_start=series.fiscal_year_start,
-        )
-    except (VariableError, NumberTooLong) as error:
-        raise InvalidRequest(str(error)) from None

@@ -348,7 +348,7 @@ async def set_counter(
         return await once_per_key(services, series, idempotency_key, "setCounter", request, set_it)
 
     series = await services.catalog.get(admin.tenant_id, name)
-    status, content, replayed = await manual.on_current(services.issuer, series, change)
+    status, content, replayed = await services.issuer.on_current(series, change)
     return json_answer(status, content, replayed=replayed)
 
 
@@ -392,9 +392,7 @@ async def record_number(
                 conn,
                 services.issuer,
                 series,
-                number=body.number,
-                day=body.date,
-                document_ref=body.document_ref,
+                body,
                 actor=admin.actor,
                 max_counters=services.settings.max_counters_per_series,
             )
@@ -406,7 +404,7 @@ async def record_number(
         )
 
     series = await services.catalog.get(admin.tenant_id, name)
-    status, content, replayed = await manual.on_current(services.issuer, series, change)
+    status, content, replayed = await services.issuer.on_current(series, change)
     headers = {"Location": fastpath.number_url(name, body.number)}
     return json_answer(status, content, replayed=replayed, headers=headers)
 

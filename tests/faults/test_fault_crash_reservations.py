@@ -19,6 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
+from harness.load import eventually, ledger_entries
 from harness.processes import SMALL_POOL, ServiceProcess, services_side_by_side, start_service
 from harness.tenants import Tenant, create_series
 
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.xdist_group("processes")
 CLIENTS = 8
 # Answers to wait for before the kill and after the restart, so both happen under load.
 PHASE_ANSWERS = 80
+PHASE_WITHIN = 30.0
 SETTLE_WITHIN = 60.0
 ENV = {**SMALL_POOL, "DOCNUM_RESERVATION_SWEEP_SECONDS": "0.2"}
 LAPSE_ALL = """
@@ -99,13 +101,6 @@ class Load:
         return False
 
 
-async def eventually(check: Any, what: str, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"not within {within} s: {what}"
-        await asyncio.sleep(0.02)
-
-
 async def test_kill_9_with_reservations_outstanding_leaves_every_value_accounted_for(
     client: httpx.AsyncClient,
     tenant: Tenant,
@@ -120,14 +115,24 @@ async def test_kill_9_with_reservations_outstanding_leaves_every_value_accounted
         stop = asyncio.Event()
         clients = asyncio.create_task(load.run(stop))
         try:
-            await eventually(lambda: load.answers >= PHASE_ANSWERS, "load under way")
+            await eventually(
+                lambda: load.answers >= PHASE_ANSWERS, "load under way", within=PHASE_WITHIN
+            )
             running[0].kill()
             at_kill = load.answers
-            await eventually(lambda: load.answers >= at_kill + PHASE_ANSWERS, "the other serves")
+            await eventually(
+                lambda: load.answers >= at_kill + PHASE_ANSWERS,
+                "the other serves",
+                within=PHASE_WITHIN,
+            )
             restarted = await asyncio.to_thread(start_service, database_url, service_dir, env=ENV)
             running[0] = restarted
             at_restart = load.answers
-            await eventually(lambda: load.answers >= at_restart + PHASE_ANSWERS, "both serve again")
+            await eventually(
+                lambda: load.answers >= at_restart + PHASE_ANSWERS,
+                "both serve again",
+                within=PHASE_WITHIN,
+            )
         finally:
             stop.set()
             await clients
@@ -143,15 +148,7 @@ async def test_kill_9_with_reservations_outstanding_leaves_every_value_accounted
             await asyncio.sleep(0.1)
 
         async with httpx.AsyncClient(base_url=restarted.url, headers=tenant.admin) as http:
-            entries: list[dict[str, Any]] = []
-            cursor: str | None = None
-            while True:
-                params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
-                page = (await http.get(f"/series/{name}/numbers", params=params)).json()
-                entries.extend(page["items"])
-                cursor = page["next_cursor"]
-                if cursor is None:
-                    break
+            entries = await ledger_entries(http, name)
             report = (await http.get(f"/series/{name}/gaps")).json()
             verified = (await http.get(f"/series/{name}/verify")).json()
             for held_id in load.held:

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.load import ledger_entries
 from harness.processes import PATIENT, SMALL_POOL, ServiceProcess, services
 from harness.tenants import Tenant, create_series
 
@@ -90,7 +91,7 @@ async def test_counters_moved_by_hand_while_processes_issue_hand_out_nothing_twi
         recorded = results[0]
         assert failures == []
         assert recorded, "no number was recorded from elsewhere"
-        rows = await ledger(clients[1], tenant, name)
+        rows = await ledger_entries(clients[1], name, headers=tenant.issuer)
     finally:
         for client in clients:
             await client.aclose()
@@ -104,16 +105,3 @@ async def test_counters_moved_by_hand_while_processes_issue_hand_out_nothing_twi
     if mode == "gapless":
         assert values == list(range(1, len(values) + 1))
         assert all(r["void_reason"] for r in rows if r["status"] == "voided")
-
-
-async def ledger(http: httpx.AsyncClient, tenant: Tenant, name: str) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
-    cursor = None
-    while True:
-        params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
-        page = await http.get(f"/series/{name}/numbers", params=params, headers=tenant.issuer)
-        assert page.status_code == 200, page.text
-        rows += page.json()["items"]
-        cursor = page.json()["next_cursor"]
-        if cursor is None:
-            return rows

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.load import ledger_entries
 from harness.processes import PATIENT, ServiceProcess, services
 from harness.tenants import Tenant, create_series
 from tests.support.pgbouncer import ROUTES, reached_by
@@ -115,17 +116,8 @@ async def run_clients(
 
 
 async def recorded(http: httpx.AsyncClient, name: str) -> list[tuple[int, str]]:
-    """The whole ledger of a series, page by page."""
-    entries: list[tuple[int, str]] = []
-    cursor: str | None = None
-    while True:
-        params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
-        response = await http.get(f"/series/{name}/numbers", params=params)
-        assert response.status_code == 200, response.text
-        entries.extend((e["value"], e["number"]) for e in response.json()["items"])
-        cursor = response.json()["next_cursor"]
-        if cursor is None:
-            return entries
+    """The whole ledger of a series, as (value, number)."""
+    return [(e["value"], e["number"]) for e in await ledger_entries(http, name)]
 
 
 @pytest.mark.xdist_group("processes")

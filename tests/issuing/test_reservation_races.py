@@ -26,6 +26,7 @@ import asyncpg
 import httpx
 import pytest
 
+from harness.load import ledger_entries
 from harness.processes import PATIENT, ServiceProcess, services
 from harness.tenants import Tenant, create_series
 
@@ -141,19 +142,6 @@ async def run_clients(
     return got
 
 
-async def ledger(http: httpx.AsyncClient, name: str) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
-        response = await http.get(f"/series/{name}/numbers", params=params)
-        assert response.status_code == 200, response.text
-        entries.extend(response.json()["items"])
-        cursor = response.json()["next_cursor"]
-        if cursor is None:
-            return entries
-
-
 async def settled(pool: asyncpg.Pool, tenant: Tenant) -> None:
     """Until no reservation of the tenant is held (every one was confirmed, released or
     expired: the abandoned ones lapsed during the run, so the sweepers get to them)."""
@@ -198,7 +186,7 @@ async def test_reservations_interleaved_with_issues_across_processes_keep_every_
     assert len(got.issued) == len(set(got.issued)), "a value was issued twice"
     assert got.let_go, "no reservation was let go"
     async with httpx.AsyncClient(base_url=processes[0].url, headers=tenant.admin) as http:
-        entries = await ledger(http, name)
+        entries = await ledger_entries(http, name)
         report = (await http.get(f"/series/{name}/gaps")).json()
         verified = await http.get(f"/series/{name}/verify")
     by_value = {e["value"]: e for e in entries}

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.load import ledger_entries
 from harness.processes import PATIENT, ServiceProcess, services
 from harness.tenants import Tenant, create_series
 
@@ -39,17 +40,8 @@ def processes(database_url: str, service_dir: Path) -> Iterator[list[ServiceProc
 
 
 async def whole_ledger(url: str, tenant: Tenant, name: str) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = []
-    cursor: str | None = None
     async with httpx.AsyncClient(base_url=url, headers=tenant.admin) as http:
-        while True:
-            params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
-            response = await http.get(f"/series/{name}/numbers", params=params)
-            assert response.status_code == 200, response.text
-            entries.extend(response.json()["items"])
-            cursor = response.json()["next_cursor"]
-            if cursor is None:
-                return entries
+        return await ledger_entries(http, name)
 
 
 async def test_strict_date_order_holds_under_group_commit_across_processes(

@@ -34,7 +34,7 @@ from pydantic import ConfigDict
 
 from app.formatting import Template, parse_template, two_digit_year_window
 from app.periods import Reset, period_key, today_in
-from app.problems import PeriodClosed
+from app.problems import LedgerDisabled, PeriodClosed
 from app.rules import NumberRules, number_rules
 from app.schemas import (
     MAX_BIGINT,
@@ -133,6 +133,15 @@ class Series(SeriesFields):
             raise PeriodClosed(
                 f"Series {self.name!r} is closed through {self.closed_through}: nothing is "
                 f"issued for a document dated {day}. Send a date after {self.closed_through}."
+            )
+
+    def check_document_ref(self, document_ref: str | None) -> None:
+        """Refuse a document reference the series cannot keep, having no ledger (LedgerDisabled,
+        a 409), rather than lose it."""
+        if document_ref is not None and not self.ledger:
+            raise LedgerDisabled(
+                f"Series {self.name!r} keeps no ledger, so it cannot keep a document_ref; send "
+                "the request without one, or turn the ledger on."
             )
 
     @property

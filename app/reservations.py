@@ -41,7 +41,6 @@ from app.database import Connection, Executor
 from app.definition import CounterKey, Series
 from app.issuing.issued import Hold, Issued, Reservation
 from app.problems import (
-    LedgerDisabled,
     ReservationConfirmed,
     ReservationExpired,
     ReservationNotFound,
@@ -188,11 +187,7 @@ async def confirm(
     """Issue the reservation's numbers (counted as issued once committed); confirmed again,
     answer the same. A released or expired one is a 409 (an expiry that the sweeper has not
     reached yet happens now)."""
-    if document_ref is not None and not series.ledger:
-        raise LedgerDisabled(
-            f"Series {series.name!r} keeps no ledger, so it cannot keep a document_ref; confirm "
-            "without one, or turn the ledger on."
-        )
+    series.check_document_ref(document_ref)
     confirmed_now = False
     async with pool.acquire() as conn:
         async with conn.transaction():

@@ -33,7 +33,7 @@ from app.issuing.counters import DEFAULT_LIMITS, CounterLimits
 from app.issuing.gapless import GaplessIssuer
 from app.issuing.issued import Claim, Hold, Issued, Outcome, Replayed, Request, Respond
 from app.issuing.sequences import SequenceIssuer
-from app.problems import LedgerDisabled, Problem, SeriesArchived, Unavailable, field_error
+from app.problems import Problem, SeriesArchived, Unavailable, field_error
 from app.schemas import Mode, decode_variables
 
 
@@ -129,11 +129,7 @@ class Issuer:
 
         async def attempt(series: Series) -> Answer:
             try:
-                if document_ref is not None and not series.ledger:
-                    raise LedgerDisabled(
-                        f"Series {series.name!r} keeps no ledger, so it cannot keep a "
-                        "document_ref; send the request without one, or turn the ledger on."
-                    )
+                series.check_document_ref(document_ref)
                 template, counter, day = self.resolve(series, date, variables)
             except Problem as refusal:
                 return await self._answer_despite(refusal, series, claim)

@@ -120,11 +120,8 @@ class GaplessIssuer:
                 _fail(failed.waiter, failed.problem)
                 group.remove(failed.waiter)
                 continue
-            except _OutOfOrder:
-                for waiter in group:
-                    await self._serve([waiter])
-                return
-            except (SeriesExhausted, NumberCollision) as problem:
+            except (_OutOfOrder, SeriesExhausted, NumberCollision) as problem:
+                # A lone request is never out of order: its exhaustion or collision is its own.
                 if len(group) == 1:
                     _fail(group[0], problem)
                     return

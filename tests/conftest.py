@@ -40,12 +40,18 @@ def empty_database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The shared app's settings. Its deadlines are patient, as ``harness.processes.PATIENT``
+    makes the processes': the suite proves what is answered, not how fast, and a slow moment of
+    a shared 2-core machine must not turn a slow answer into a 503. The deadlines have tests of
+    their own (tests/faults), each with its own settings."""
     return Settings(
         database_url=database_url,
         data_dir=tmp_path_factory.mktemp("data"),
         demo=False,
         auth_cache_seconds=0.5,
         metrics_token=METRICS_TOKEN,
+        pool_timeout_ms=10_000,
+        database_timeout_ms=30_000,
     )
 
 

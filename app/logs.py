@@ -35,7 +35,7 @@ import contextlib
 import contextvars
 import datetime
 import logging
-import secrets
+import random
 import sys
 import threading
 import time
@@ -398,7 +398,9 @@ def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
                 if text.isprintable():
                     return text
             break
-    return secrets.token_hex(8)
+    # Correlates lines, guards nothing: 64 random bits from the process's generator (reseeded in
+    # each worker), without the system call of ``secrets`` (about 15 µs here).
+    return f"{random.getrandbits(64):016x}"
 
 
 def log_request(

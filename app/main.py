@@ -90,6 +90,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_tags=TAGS,
         generate_unique_id_function=operation_id,
+        # FastAPI's own OpenTelemetry is off: Docnum reports through its Prometheus metrics, its
+        # request ids and its access log, and FastAPI's check for a configured provider reads
+        # the environment on every request (about 15 µs, a sixth of a cached ``next``).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_problem_handlers(app, page=portal_error_page)
     for module in (health, series, numbers, reservations, keys, audit, problems):

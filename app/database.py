@@ -97,6 +97,15 @@ class KeepaliveConnection(asyncpg.Connection):
         super().__init__(protocol, transport, *args)
         keep_alive(transport.get_extra_info("socket"), self.keepalive_seconds)
 
+    def get_reset_query(self) -> str:
+        """Nothing to send when the pool takes a connection back. asyncpg's default (``RESET
+        ALL``, ``UNLISTEN *``, ``CLOSE ALL``, releasing advisory locks) is one more round trip for
+        every request that used the database, and pooled connections never hold session state
+        here: settings are startup parameters or ``SET LOCAL``, locks are the transaction's, and
+        ``LISTEN`` and the migrations' session lock have connections of their own. A transaction
+        left open is still rolled back on release (asyncpg does that before the reset query)."""
+        return ""
+
 
 def connection_class(settings: Settings) -> type[KeepaliveConnection]:
     """Connections with TCP keepalives; behind a transaction pooler, connections whose every

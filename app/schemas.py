@@ -146,7 +146,11 @@ class SeriesFields(StrictModel):
     max_value: MaxValue | None = None
     timezone: Timezone = Field(default="UTC", description="IANA name; decides 'today'.")
     fiscal_year_start: FiscalYearStart = Field(default=1, description="Month the year starts.")
-    block_size: BlockSize = Field(default=100, description="cached mode only.")
+    block_size: BlockSize = Field(
+        default=100,
+        description="cached mode only: the fewest values a block holds (a busy counter's blocks "
+        "grow to last DOCNUM_CACHED_BLOCK_SECONDS, up to 100 times this).",
+    )
     ledger: bool | None = Field(
         default=None,
         description="Record every number. Always on for gapless; default off for the others.",

@@ -72,7 +72,11 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
                 idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
                 reload=catalog.fresh,
                 window=DateWindow(settings.earliest_date, settings.latest_date),
-                limits=CounterLimits(settings.max_counters_per_series, settings.cached_counters),
+                limits=CounterLimits(
+                    settings.max_counters_per_series,
+                    settings.cached_counters,
+                    settings.cached_block_seconds,
+                ),
             ),
             auth=Authenticator(pool, settings.auth_cache_seconds, settings.cached_keys),
             exports=ExportSlots(settings.max_concurrent_exports),

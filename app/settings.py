@@ -199,6 +199,15 @@ class Settings(BaseSettings):
         "sequence names, each up to this many. Past it the least recently used is dropped; a "
         "cached-mode block gives its unused values back in the background, as at shutdown.",
     )
+    cached_block_seconds: float = Field(
+        default=0.25,
+        ge=0,
+        le=60,
+        description="A busy cached-mode counter reserves blocks that last at least this long at "
+        "the rate it is used (never fewer values than the series' block_size, at most "
+        "100 times it), so that the next block is there before the current one runs out. 0 keeps "
+        "every block at block_size. What a crash skips grows with it: see docs/guarantees.md.",
+    )
     max_counters_per_series: int = Field(
         default=50_000,
         ge=1,

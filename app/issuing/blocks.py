@@ -1,11 +1,19 @@
 """Cached issuing: values reserved in blocks and served from memory.
 
-One ``UPDATE … RETURNING`` reserves a block of ``block_size`` values for this process; requests are
-then served without touching the database. When a fifth of the block is used, the next block is
-reserved in the background, so in steady state no request waits for the database. Values are
-unique across processes because every block comes from the same counter row. What a process
+One ``UPDATE … RETURNING`` reserves a block of values for this process; requests are then served
+without touching the database. When a fifth of the block is used, the next block is reserved in
+the background, so in steady state no request waits for the database. Values are unique across
+processes because every block comes from the same counter row, whatever its size. What a process
 reserved but did not hand out is skipped if it crashes; on a clean shutdown the unused tail is
 given back when no other process has reserved after it.
+
+A block is the series' ``block_size`` values, or more for a busy counter: the next block is
+sized to last ``block_seconds`` (setting ``cached_block_seconds``) at the rate the current one
+was used until the next was asked for, at most ``GROWTH_LIMIT`` times ``block_size``. A block of
+100 lasts 13 ms at 7,500 requests a second, less than its reservation can take while the event
+loop serves every request ahead of it, and then every request in flight waits for it (the tail
+latency this sizing removes). A quiet counter's blocks shrink back the same way. A crash skips
+what the process held: its block and the next, each at most that size.
 
 A lane serves one version of its series' definition (see app.definition): a request that read a
 newer one drops the lane, and its values are skipped rather than handed out under a definition
@@ -22,6 +30,8 @@ back are bounded too; past the bound the oldest one's values are skipped, as aft
 
 import asyncio
 import logging
+import math
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -38,6 +48,8 @@ from app.lru import LRU
 logger = logging.getLogger("docnum.blocks")
 
 PREFETCH_AT = 0.2
+# A busy lane's blocks are at most this many times its series' block_size.
+GROWTH_LIMIT = 100
 # Dropped lanes whose unused values are given back in one transaction.
 GIVE_BACK_AT_ONCE = 100
 
@@ -65,6 +77,7 @@ class _Lane:
         self.series = series
         self.current: _Block | None = None
         self.size = 0
+        self.started = 0.0  # when the current block was installed (time.monotonic)
         self.spare: asyncio.Task[_Block] | None = None
         # The reservation that holds a connection: waiting for it needs no other one.
         self.connected: asyncio.Task[_Block] | None = None
@@ -78,6 +91,7 @@ def _install(lane: _Lane, spare: "asyncio.Task[_Block]") -> None:
         if not spare.cancelled() and spare.exception() is None:
             lane.current = spare.result()
             lane.size = lane.current.remaining
+            lane.started = time.monotonic()
 
 
 class BlockIssuer(SingleIssuer):
@@ -89,6 +103,7 @@ class BlockIssuer(SingleIssuer):
     ) -> None:
         super().__init__(pool, idempotency_ttl_seconds)
         self._max_counters = limits.per_series
+        self._block_seconds = limits.block_seconds
         self._lanes: LRU[tuple[int, CounterKey], _Lane] = LRU(limits.in_memory, self._drop)
         self._dropped: deque[tuple[CounterKey, _Lane]] = deque(maxlen=limits.in_memory)
         self._giving_back: asyncio.Task[None] | None = None
@@ -148,19 +163,32 @@ class BlockIssuer(SingleIssuer):
             return
         used = lane.size - block.remaining
         if used >= lane.size * PREFETCH_AT:
-            self._prefetch(lane, key)
+            self._prefetch(lane, key, self._next_size(lane, used))
 
-    def _prefetch(self, lane: _Lane, key: CounterKey) -> asyncio.Task[_Block]:
-        spare = lane.spare = asyncio.get_running_loop().create_task(self._reserve(lane, key))
+    def _next_size(self, lane: _Lane, used: int) -> int:
+        """The size of the lane's next block: what it would use in ``block_seconds`` at the rate
+        it used ``used`` values of its current block, within [block_size, GROWTH_LIMIT times]."""
+        smallest = lane.series.block_size
+        elapsed = time.monotonic() - lane.started
+        if not self._block_seconds or elapsed <= 0:
+            return smallest
+        wanted = math.ceil(used / elapsed * self._block_seconds)
+        return max(smallest, min(wanted, smallest * GROWTH_LIMIT))
+
+    def _prefetch(self, lane: _Lane, key: CounterKey, size: int = 0) -> asyncio.Task[_Block]:
+        """Reserve the lane's next block of ``size`` values (``block_size`` when 0)."""
+        reserve = self._reserve(lane, key, size or lane.series.block_size)
+        spare = lane.spare = asyncio.get_running_loop().create_task(reserve)
         # Its failure reaches whoever waits for it; if nobody does, it is not worth a warning.
         spare.add_done_callback(lambda task: task.cancelled() or task.exception())
         return spare
 
-    async def _reserve(self, lane: _Lane, key: CounterKey) -> _Block:
+    async def _reserve(self, lane: _Lane, key: CounterKey, wanted: int) -> _Block:
         series = lane.series
         async with self._pool.acquire() as conn:
             lane.connected = asyncio.current_task()
-            for size in (series.block_size, 1):
+            # Near max_value a smaller block may still fit, and one value after that.
+            for size in dict.fromkeys((wanted, series.block_size, 1)):
                 advanced = await counters.advance(conn, series, key, size, self._max_counters)
                 if advanced is not None:
                     metrics.count_block_refill(series)

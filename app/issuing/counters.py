@@ -39,11 +39,13 @@ from app.problems import DateOrder, SeriesExhausted, TooManyCounters
 
 @dataclass(frozen=True, slots=True)
 class CounterLimits:
-    """How many counters a series may have, and how many a process keeps state for in memory
-    (settings ``max_counters_per_series`` and ``cached_counters``)."""
+    """How many counters a series may have, how many a process keeps state for in memory, and
+    how long a busy cached-mode block lasts at least (settings ``max_counters_per_series``,
+    ``cached_counters`` and ``cached_block_seconds``)."""
 
     per_series: int = 50_000
     in_memory: int = 10_000
+    block_seconds: float = 0.0
 
 
 DEFAULT_LIMITS = CounterLimits()

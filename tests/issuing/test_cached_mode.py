@@ -10,7 +10,8 @@ import pytest
 
 from app import series as series_sql
 from app.definition import CounterKey, Series
-from app.issuing.blocks import BlockIssuer
+from app.issuing.blocks import GROWTH_LIMIT, BlockIssuer
+from app.issuing.counters import CounterLimits
 from harness.processes import start_service
 from harness.tenants import Tenant, create_series
 
@@ -90,12 +91,51 @@ async def test_a_batch_that_does_not_fit_gets_its_own_contiguous_run(
         await blocks.close()
 
 
-async def test_issuers_sharing_a_counter_never_share_a_value(
+async def test_a_busy_counter_reserves_a_larger_next_block_up_to_its_limit(
     client: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool
+) -> None:
+    """Two values of a block of ten in well under two seconds, with blocks meant to last 1,000
+    seconds: the next block is as large as it may be, GROWTH_LIMIT blocks of ten."""
+    series = await cached_series(client, tenant, pool)
+    blocks = BlockIssuer(pool, 60, CounterLimits(block_seconds=1000))
+    try:
+        assert await blocks.take(series, PERIOD, 1) == grid(series, 0, 1)
+        assert await blocks.take(series, PERIOD, 1) == grid(series, 1, 1)  # 20% used
+        grown_top = grid(series, 10 + 10 * GROWTH_LIMIT - 1, 1)[0]
+        assert await settled_top(pool, series, grown_top) == grown_top
+        served = [
+            v for _ in range(8 + 10 * GROWTH_LIMIT) for v in await blocks.take(series, PERIOD, 1)
+        ]
+        assert served == grid(series, 2, 8 + 10 * GROWTH_LIMIT)
+    finally:
+        await blocks.close()
+
+
+async def test_a_quiet_counter_keeps_blocks_of_its_block_size(
+    client: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool
+) -> None:
+    """Two values in 0.2 s or more, with blocks meant to last a millisecond: the next block is
+    never smaller than block_size."""
+    series = await cached_series(client, tenant, pool)
+    blocks = BlockIssuer(pool, 60, CounterLimits(block_seconds=0.001))
+    try:
+        assert await blocks.take(series, PERIOD, 1) == grid(series, 0, 1)
+        await asyncio.sleep(0.2)
+        assert await blocks.take(series, PERIOD, 1) == grid(series, 1, 1)  # 20% used
+        second_block_top = grid(series, 19, 1)[0]
+        assert await settled_top(pool, series, second_block_top) == second_block_top
+    finally:
+        await blocks.close()
+
+
+@pytest.mark.parametrize("block_seconds", [0, 1000], ids=["fixed blocks", "growing blocks"])
+async def test_issuers_sharing_a_counter_never_share_a_value(
+    client: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool, block_seconds: float
 ) -> None:
     """Three issuers stand in for three processes: each has its own blocks in memory."""
     series = await cached_series(client, tenant, pool, block_size=7)
-    issuers = [BlockIssuer(pool, idempotency_ttl_seconds=60) for _ in range(3)]
+    limits = CounterLimits(block_seconds=block_seconds)
+    issuers = [BlockIssuer(pool, 60, limits) for _ in range(3)]
     try:
 
         async def take(index: int) -> list[int]:

@@ -141,7 +141,8 @@ async def test_cached_block_refills_are_counted(
         assert time.monotonic() < deadline, "the next block was not reserved within 10 s"
         await asyncio.sleep(0.02)
     assert refills == 2
-    assert await pool.fetchval(COUNTER, tenant.id, "blocks") == 20
+    # The next block: at least block_size values, more for a counter used this fast.
+    assert await pool.fetchval(COUNTER, tenant.id, "blocks") >= 20
 
 
 async def test_pool_gauges_are_read_when_scraped(

@@ -1345,7 +1345,7 @@ export interface components {
             fiscal_year_start: number;
             /**
              * Block Size
-             * @description cached mode only.
+             * @description cached mode only: the fewest values a block holds (a busy counter's blocks grow to last DOCNUM_CACHED_BLOCK_SECONDS, up to 100 times this).
              * @default 100
              */
             block_size: number;

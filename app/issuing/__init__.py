@@ -2,6 +2,8 @@
 
 - ``engine``: the entry point, ``Issuer``. It resolves a request's date, format and counter and
   dispatches it to the issuer of its series' mode.
+- ``transaction``: the steps every mode serves requests with (claim, take, render, hold, record,
+  store), written once; a mode only says how it takes values.
 - ``single``: what sequence and cached mode share, serving each request on its own.
 - ``gapless``: gapless mode, with group commit.
 - ``sequences`` and ``coalesce``: sequence mode, and the coalescer it owns, which serves

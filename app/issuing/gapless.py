@@ -40,13 +40,11 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from app import idempotency, reservations
-from app.database import round_trip_limit
+from app.database import Connection, round_trip_limit
 from app.definition import CounterKey
-from app.issuing import counters
-from app.issuing.issued import Claim, Issued, Outcome, Replayed, Request
-from app.ledger import record_numbers
-from app.problems import DateOrder, NumberCollision, Problem, SeriesExhausted
+from app.issuing import counters, transaction
+from app.issuing.issued import Outcome, Request
+from app.problems import DateOrder, NumberCollision, SeriesExhausted
 
 # Bounds one transaction so a flood of requests cannot build an unbounded statement.
 MAX_VALUES_PER_TRANSACTION = 100_000
@@ -56,15 +54,6 @@ MAX_VALUES_PER_TRANSACTION = 100_000
 class _Waiter:
     request: Request
     future: asyncio.Future[Outcome] = field(default_factory=asyncio.Future)
-
-
-class _RequestFailed(Exception):
-    """One request cannot be served (its number cannot be rendered, or its date is out of
-    order); its group is retried without it."""
-
-    def __init__(self, waiter: _Waiter, problem: Problem) -> None:
-        self.waiter = waiter
-        self.problem = problem
 
 
 class _OutOfOrder(Exception):
@@ -115,10 +104,11 @@ class GaplessIssuer:
     async def _serve(self, group: list[_Waiter]) -> None:
         while group:
             try:
-                outcomes = await self._transaction(group)
-            except _RequestFailed as failed:
-                _fail(failed.waiter, failed.problem)
-                group.remove(failed.waiter)
+                outcomes = await self._in_one_transaction(group)
+            except transaction.RequestFailed as failed:  # the group is served again without it
+                [waiter] = [w for w in group if w.request is failed.request]
+                _fail(waiter, failed.problem)
+                group.remove(waiter)
                 continue
             except (_OutOfOrder, SeriesExhausted, NumberCollision) as problem:
                 # A lone request is never out of order: its exhaustion or collision is its own.
@@ -139,75 +129,43 @@ class GaplessIssuer:
                     waiter.future.set_result(outcome)
             return
 
-    async def _transaction(self, group: list[_Waiter]) -> list[Outcome]:
-        series = group[0].request.series
-        counter = group[0].request.counter
+    async def _in_one_transaction(self, group: list[_Waiter]) -> list[Outcome]:
+        requests = [w.request for w in group]
         async with self._pool.acquire() as conn, conn.transaction():
-            claims = [w.request.claim for w in group if w.request.claim is not None]
-            won = await idempotency.claim(conn, series, claims, self._ttl) if claims else set()
-            fresh = [w for w in group if w.request.claim is None or w.request.claim.key in won]
-            total = sum(w.request.count for w in fresh)
-            issued: dict[int, Issued] = {}
-            if total:
-                dates = _dates(fresh, strict=series.date_order == "strict")
-                try:
-                    advanced = await counters.advance(
-                        conn, series, counter, total, self._max_counters, dates
-                    )
-                except DateOrder as refusal:
-                    raise _RequestFailed(fresh[0], refusal) from None
-                if advanced is None:
-                    raise counters.exhausted(total)
-                values = iter(counters.run(advanced.last, total, series.step))
-                for waiter in fresh:
-                    run = [next(values) for _ in range(waiter.request.count)]
-                    try:
-                        issued[id(waiter)] = waiter.request.render(run)
-                    except Problem as problem:
-                        raise _RequestFailed(waiter, problem) from None
-                held = [(w, w.request.hold) for w in fresh if w.request.hold is not None]
-                if held:
-                    terms = [(hold, issued[id(waiter)]) for waiter, hold in held]
-                    reserved = await reservations.hold(conn, series, counter, terms)
-                    for (waiter, _), item in zip(held, reserved, strict=True):
-                        issued[id(waiter)] = item
-                await record_numbers(conn, series, counter, list(issued.values()), advanced.head)
-                await idempotency.store(
-                    conn,
-                    series,
-                    [
-                        (w.request.claim, w.request.respond(issued[id(w)]))
-                        for w in fresh
-                        if w.request.claim
-                    ],
-                )
-            lost = [w.request.claim for w in group if w not in fresh and w.request.claim]
-            replays = await idempotency.replays(conn, series, lost) if lost else {}
-        return [
-            issued[id(w)] if id(w) in issued else _replay_of(w.request.claim, replays)
-            for w in group
-        ]
+            return await transaction.serve(conn, requests, self._take, self._ttl)
+
+    async def _take(
+        self, conn: Connection, requests: list[Request], total: int
+    ) -> transaction.Taken:
+        """The group's run of values, and its chain head, in the statement that advances the
+        counter under its lock."""
+        series, counter = requests[0].series, requests[0].counter
+        dates = _dates(requests, strict=series.date_order == "strict")
+        try:
+            advanced = await counters.advance(
+                conn, series, counter, total, self._max_counters, dates
+            )
+        except DateOrder as refusal:
+            raise transaction.RequestFailed(requests[0], refusal) from None
+        if advanced is None:
+            raise counters.exhausted(total)
+        return transaction.Taken(counters.run(advanced.last, total, series.step), advanced.head)
 
 
-def _dates(fresh: list[_Waiter], *, strict: bool) -> counters.Dates:
+def _dates(fresh: list[Request], *, strict: bool) -> counters.Dates:
     """The dates the group's values are taken for. When they must keep their order and step
     back within the group, raise _OutOfOrder; otherwise the earliest is the first request's."""
-    latest = fresh[0].request.date
-    for waiter in fresh:
-        if strict and waiter.request.date < latest:
+    latest = fresh[0].date
+    for request in fresh:
+        if strict and request.date < latest:
             raise _OutOfOrder
-        latest = max(latest, waiter.request.date)
-    return counters.Dates(fresh[0].request.date if strict else None, latest)
+        latest = max(latest, request.date)
+    return counters.Dates(fresh[0].date if strict else None, latest)
 
 
 def _fail(waiter: _Waiter, error: BaseException) -> None:
     if not waiter.future.done():
         waiter.future.set_exception(error)
-
-
-def _replay_of(claim: Claim | None, replays: dict[str, Replayed]) -> Replayed:
-    assert claim is not None
-    return replays[claim.key]
 
 
 def _take_group(queue: deque[_Waiter]) -> list[_Waiter]:

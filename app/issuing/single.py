@@ -4,23 +4,21 @@ A request with no Idempotency-Key, for a series without a ledger, needs values a
 the mode serves them as fast as it can (a coalesced ``nextval``, or a cached block) and no
 connection is held for the request itself.
 
-Any other request is served on one pooled connection: the values are taken and rendered, and
-recorded in the ledger when the series keeps one. With an Idempotency-Key, all of it runs in one
-transaction that first claims the key: a request whose key another request claimed first takes
-no value and gets that request's stored answer instead, and the answer stored for replays is the
-one built from the numbers this transaction took, so it commits, or rolls back, with them.
-A reservation runs in one transaction too: its row commits with its ledger rows (the values
-themselves, taken from a sequence or a block, are not given back if it rolls back).
+Any other request is served on one pooled connection, by the steps every mode shares
+(app.issuing.transaction): with an Idempotency-Key, all of them in one transaction that first
+claims the key, so that the answer stored for replays commits, or rolls back, with the numbers it
+names. A reservation runs in one transaction too: its row commits with its ledger rows (the
+values themselves, taken from a sequence or a block, are not given back if it rolls back). A
+request that only records its numbers needs no transaction: that is one statement.
 """
 
 from abc import ABC, abstractmethod
 
 import asyncpg
 
-from app import idempotency, reservations
 from app.database import Connection
-from app.issuing.issued import Issued, Outcome, Request
-from app.ledger import record_numbers
+from app.issuing import transaction
+from app.issuing.issued import Outcome, Request
 
 
 class SingleIssuer(ABC):
@@ -38,24 +36,19 @@ class SingleIssuer(ABC):
     async def issue(self, request: Request) -> Outcome:
         if request.claim is None and request.hold is None and not request.series.ledger:
             return request.render(await self._values(request, None))
-        async with self._pool.acquire() as conn:
-            if request.claim is None and request.hold is None:
-                return await self._take_and_record(conn, request)
-            async with conn.transaction():
-                if request.claim is None:
-                    return await self._take_and_record(conn, request)
-                series, claim = request.series, request.claim
-                if not await idempotency.claim(conn, series, [claim], self._ttl):
-                    return (await idempotency.replays(conn, series, [claim]))[claim.key]
-                issued = await self._take_and_record(conn, request)
-                await idempotency.store(conn, series, [(claim, request.respond(issued))])
-                return issued
+        try:
+            async with self._pool.acquire() as conn:
+                if request.claim is None and request.hold is None:  # one statement to record
+                    [outcome] = await transaction.serve(conn, [request], self._take, self._ttl)
+                    return outcome
+                async with conn.transaction():
+                    [outcome] = await transaction.serve(conn, [request], self._take, self._ttl)
+                    return outcome
+        except transaction.RequestFailed as failed:
+            raise failed.problem from None
 
-    async def _take_and_record(self, conn: Connection, request: Request) -> Issued:
-        issued = request.render(await self._values(request, conn))
-        if request.hold is not None:
-            terms = [(request.hold, issued)]
-            [issued] = await reservations.hold(conn, request.series, request.counter, terms)
-        if request.series.ledger:
-            await record_numbers(conn, request.series, request.counter, [issued])
-        return issued
+    async def _take(
+        self, conn: Connection, requests: list[Request], total: int
+    ) -> transaction.Taken:
+        [request] = requests
+        return transaction.Taken(await self._values(request, conn))

@@ -151,7 +151,7 @@ class Issuer:
             if hold is None:
                 metrics.count_issued(series, len(outcome.values))
             await self._warn_if_low(request, outcome.values)
-            return Answer(201, respond(outcome), False, outcome)
+            return Answer(201, outcome.answer(respond), False, outcome)
 
         return await self.on_current(series, attempt)
 

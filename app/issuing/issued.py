@@ -73,6 +73,12 @@ class Issued:
     numbers: list[str]
     document_ref: str | None = None  # kept in the ledger with every one of the numbers
     reservation: Reservation | None = None  # set when the numbers are reserved, not issued
+    # The body stored for replays of an idempotent request: the answer sends these same bytes.
+    body: bytes | None = None
+
+    def answer(self, respond: "Respond") -> bytes:
+        """The body of the answer: the one stored for replays, or else built by ``respond``."""
+        return self.body if self.body is not None else respond(self)
 
 
 @dataclass(frozen=True, slots=True)

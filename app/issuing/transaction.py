@@ -14,13 +14,14 @@ once:
 - **hold**: requests that reserve their numbers get their reservation rows (app.reservations).
 - **record**: the numbers go into the ledger when the series keeps one, with their chain events
   when the mode passed a head, in one statement for all the requests.
-- **store**: the answer each idempotent request gets is stored for its replays, built by the
-  same ``respond`` from the same ``Issued`` as the answer sent, so a replay is the same bytes.
+- **store**: the answer each idempotent request gets is built once, stored for its replays and
+  kept on its ``Issued`` (``body``), which the answer sends: a replay is the same bytes.
 
 Everything runs on the caller's connection, in the caller's transaction if any: a claim, its
 numbers, their ledger rows and the stored answer commit, or vanish, together.
 """
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -81,7 +82,12 @@ async def serve(
                 issued[id(request)] = item
         if series.ledger:
             await record_numbers(conn, series, counter, list(issued.values()), taken.head)
-        answers = [(r.claim, r.respond(issued[id(r)])) for r in fresh if r.claim is not None]
+        answers = []
+        for request in fresh:
+            if request.claim is not None:
+                body = request.respond(issued[id(request)])
+                issued[id(request)] = dataclasses.replace(issued[id(request)], body=body)
+                answers.append((request.claim, body))
         if answers:
             await idempotency.store(conn, series, answers)
     lost = [r.claim for r in requests if id(r) not in issued and r.claim is not None]

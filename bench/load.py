@@ -126,17 +126,41 @@ def parse_wrk(output: str) -> Measured:
     raise RuntimeError(f"wrk printed no summary:\n{output}")
 
 
+def served_p99_ms(log: Path, offset: int) -> float | None:
+    """p99 of the time Docnum itself took per request (its access lines' ``duration_ms``, from the
+    request layer's first step to the answer's last byte handed to the server) in the lines
+    ``log`` gained past ``offset``: what wrk's p99 is, less the time a request waited in sockets
+    and in the server's queue before Docnum saw it. None without access lines (another log
+    level, or not Docnum)."""
+    durations: list[float] = []
+    with log.open("rb") as lines:
+        lines.seek(offset)
+        for line in lines:
+            if b'"duration_ms"' in line:
+                try:
+                    durations.append(float(json.loads(line)["duration_ms"]))
+                except (ValueError, KeyError):
+                    continue
+    if not durations:
+        return None
+    return statistics.quantiles(durations, n=100)[98] if len(durations) > 1 else durations[0]
+
+
 @dataclass(frozen=True)
 class PgbenchScript:
     name: str
     file: Path
     numbers: int  # how many numbers one transaction hands out
+    setup: Path | None = None  # SQL run before each run of the script
 
 
 PGBENCH_SCRIPTS = (
     PgbenchScript("nextval", SQL_DIR / "nextval.sql", 1),
     PgbenchScript("counter+1", SQL_DIR / "counter_plus_1.sql", 1),
     PgbenchScript("counter+1000", SQL_DIR / "counter_plus_1000.sql", 1000),
+    PgbenchScript(
+        "ledger 10,000", SQL_DIR / "ledger_10000.sql", 10_000, SQL_DIR / "ledger_10000_setup.sql"
+    ),
 )
 
 

@@ -24,6 +24,7 @@ class Row:
     postgres_cpu: float | None = None  # percent of one core, all PostgreSQL processes
     reference: str | None = None  # the reference scenario this one is compared with
     note: str = ""
+    served_p99_ms: float | None = None  # Docnum's own p99, from its access log (load.py)
 
     @property
     def per_second(self) -> float:
@@ -291,9 +292,9 @@ def _cell(value: float | None, digits: int = 0) -> str:
 
 def http_table(rows: list[Row]) -> list[str]:
     lines = [
-        "| scenario | workers | conns | req/s | numbers/s | p50 ms | p99 ms | errors "
-        "| RSS MB | server CPU % | PostgreSQL CPU % | vs reference |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| scenario | workers | conns | req/s | numbers/s | p50 ms | p99 ms | served p99 ms "
+        "| errors | RSS MB | server CPU % | PostgreSQL CPU % | vs reference |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for row in rows:
         if row.kind == "pgbench":
@@ -303,7 +304,8 @@ def http_table(rows: list[Row]) -> list[str]:
         lines.append(
             f"| {row.scenario}{' ' + row.note if row.note else ''} | {row.workers} "
             f"| {row.connections} | {_cell(row.per_second)} | {_cell(row.numbers_per_second)} "
-            f"| {row.measured.p50_ms:.2f} | {row.measured.p99_ms:.2f} | {row.measured.errors} "
+            f"| {row.measured.p50_ms:.2f} | {row.measured.p99_ms:.2f} "
+            f"| {_cell(row.served_p99_ms, 2)} | {row.measured.errors} "
             f"| {_cell(row.rss_mb, 1)} | {_cell(row.server_cpu)} | {_cell(row.postgres_cpu)} "
             f"| {versus} |"
         )

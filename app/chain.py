@@ -120,15 +120,13 @@ SELECT id, chain_seq, chain_head FROM counters
 WHERE series_id = $1 AND period = $2 AND variables = $3
 FOR UPDATE
 """
-# Stores events after event {seq} of counter {counter}: {values}, {kinds}, {contents} and
-# {hashes} are arrays in chain order. A CTE, so that the statement that records numbers can
-# append their events too (app.ledger).
+# Stores events after event {seq} of counter {counter}, from the relation {source} with the
+# columns position (1, 2, … in chain order), kind, value, content and hash. A CTE, so that the
+# statement that records numbers can append their events too (app.ledger).
 APPEND_EVENTS = """
 appended AS (
     INSERT INTO ledger_events (counter_id, seq, kind, value, content, hash)
-    SELECT {counter}, {seq} + position, kind, value, content, hash
-    FROM unnest({values}::bigint[], {kinds}::text[], {contents}::text[], {hashes}::bytea[])
-        WITH ORDINALITY AS e (value, kind, content, hash, position)
+    SELECT {counter}, {seq} + position, kind, value, content, hash FROM {source}
 )"""
 # Moves the head of counter {counter} to ({new_seq}, {new_head}).
 MOVE_HEAD = (
@@ -139,7 +137,10 @@ MOVE_HEAD = (
 APPEND = f"""
 WITH {
     APPEND_EVENTS.format(
-        counter="$1", seq="$2", values="$5", kinds="$6", contents="$7", hashes="$8"
+        counter="$1",
+        seq="$2",
+        source="unnest($5::bigint[], $6::text[], $7::text[], $8::bytea[])"
+        " WITH ORDINALITY AS e (value, kind, content, hash, position)",
     )
 },
 marked AS (
@@ -319,6 +320,17 @@ def events_of(kind: str, row: Mapping[str, Any], numbers: Sequence[tuple[int, st
         Event(kind, value, head + _json_text(number) + middle + str(value) + tail)
         for value, number in numbers
     ]
+
+
+# Separates the contents of events sent to the database as one text (``joined_contents``): a
+# control character, which canonical JSON never holds unescaped, so no content can contain it.
+CONTENT_SEPARATOR = "\x1e"
+
+
+def joined_contents(events: Sequence[Event]) -> str:
+    """The events' contents as one text, ``CONTENT_SEPARATOR`` between them: sent as one value,
+    they cost the database one parameter to decode rather than one array element each."""
+    return CONTENT_SEPARATOR.join(e.content for e in events)
 
 
 def link(head: Head, events: Sequence[Event]) -> tuple[list[bytes], Head]:

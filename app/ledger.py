@@ -51,25 +51,49 @@ FROM unnest($4::bigint[], $5::text[], $6::date[], $8::text[], $9::boolean[])
     AS u (value, number, date, document_ref, reserved)
 """
 # The same for a gapless series, with the numbers' events: each row marked with its event, the
-# events stored after the head ($9: counter id, $10: seq), the head moved to ($11, $12).
-# Reserved numbers: $16, as $9 above.
+# events stored after the head ($14: counter id, $15: seq), the head moved to ($16, $17). What is
+# the same for all numbers of a request comes once per request (its first value, count, date,
+# document reference and whether it reserves: $4, $5, $6, $8, $9), its values being a run of the
+# series' step ($10); what differs per number comes packed, the cheapest way to send 10,000 of
+# them: the numbers ($11), the events' contents joined by the separator $13 ($12), and their
+# 32-byte hashes end to end ($18).
 INSERT_CHAINED_NUMBERS = f"""
-WITH recorded AS (
+WITH request AS (
+    SELECT first, count, date, document_ref,
+           CASE WHEN reserved THEN 'reserved' ELSE 'issued' END AS status,
+           sum(count) OVER (ORDER BY position) - count AS before
+    FROM unnest($4::bigint[], $5::bigint[], $6::date[], $8::text[], $9::boolean[])
+        WITH ORDINALITY AS r (first, count, date, document_ref, reserved, position)
+),
+given AS (
+    SELECT number, content, position
+    FROM unnest($11::text[], string_to_array($12::text, $13::text))
+        WITH ORDINALITY AS g (number, content, position)
+),
+numbered AS (
+    SELECT p AS position, r.first + (p - r.before - 1) * $10::bigint AS value, r.date,
+           r.document_ref, r.status, g.number, g.content,
+           substring($18::bytea FROM ((p - 1) * 32 + 1)::integer FOR 32) AS hash
+    FROM request AS r
+    CROSS JOIN LATERAL generate_series(r.before + 1, r.before + r.count) AS p
+    JOIN given AS g ON g.position = p
+),
+recorded AS (
     INSERT INTO numbers (
         series_id, period, variables, value, number, date, issued_at, document_ref, status,
         chain_seq, chain_hash
     )
-    SELECT $1, $2, $3, value, number, date, $7, document_ref,
-           CASE WHEN reserved THEN 'reserved' ELSE 'issued' END, $10 + position, hash
-    FROM unnest($4::bigint[], $5::text[], $6::date[], $8::text[], $14::bytea[], $16::boolean[])
-        WITH ORDINALITY AS u (value, number, date, document_ref, hash, reserved, position)
+    SELECT $1, $2, $3, value, number, date, $7, document_ref, status, $15 + position, hash
+    FROM numbered
 ),
 {
     chain.APPEND_EVENTS.format(
-        counter="$9", seq="$10", values="$4", kinds="$13", contents="$15", hashes="$14"
+        counter="$14",
+        seq="$15",
+        source="(SELECT position, status AS kind, value, content, hash FROM numbered) AS e",
     )
 }
-{chain.MOVE_HEAD.format(counter="$9", new_seq="$11", new_head="$12")}
+{chain.MOVE_HEAD.format(counter="$14", new_seq="$16", new_head="$17")}
 """
 ENTRY_COLUMNS = (
     "value, number, period, variables, date, status, issued_at, void_reason, voided_at, "
@@ -139,6 +163,14 @@ FROM counters WHERE series_id = $1 AND period = $2 AND variables = $3
 """
 
 
+def _first_of_run(item: Issued, step: int) -> int:
+    """The first of ``item``'s values, which are a run of ``step`` (checked at its ends)."""
+    first, last = item.values[0], item.values[-1]
+    if last != first + (len(item.values) - 1) * step:
+        raise ValueError(f"values {first}..{last} are not a run of step {step}")
+    return first
+
+
 def issued_events(counter: CounterKey, issued: list[Issued]) -> list[chain.Event]:
     """The ``issued`` event of each number (``reserved`` for a reserved one), in the order the
     numbers are recorded."""
@@ -172,43 +204,52 @@ async def record_numbers(
     reservation are recorded as reserved.
 
     With the counter's chain ``head`` (gapless issuing read it under the counter's lock), the same
-    statement appends the numbers' events and moves the head.
+    statement appends the numbers' events and moves the head; each request's values are then a
+    run of the series' step, as a counter hands them out.
 
     The ledger's unique constraints are the last word on uniqueness: a number that reads like
     one already recorded (variables can combine that way, or a changed format) raises
     NumberCollision, a 409, and the caller's transaction, if any, records nothing.
     """
-    values = [v for item in issued for v in item.values]
-    if not values:
+    if not any(item.values for item in issued):
         return
-    recorded = (
-        series.id,
-        counter.period,
-        counter.variables,
-        values,
-        [n for item in issued for n in item.numbers],
-        [item.date for item in issued for _ in item.values],
-        issued[0].issued_at,
-        [item.document_ref for item in issued for _ in item.values],
-    )
-    reserved = [item.reservation is not None for item in issued for _ in item.values]
     try:
         if head is None:
-            await conn.execute(INSERT_NUMBERS, *recorded, reserved)
+            await conn.execute(
+                INSERT_NUMBERS,
+                series.id,
+                counter.period,
+                counter.variables,
+                [v for item in issued for v in item.values],
+                [n for item in issued for n in item.numbers],
+                [item.date for item in issued for _ in item.values],
+                issued[0].issued_at,
+                [item.document_ref for item in issued for _ in item.values],
+                [item.reservation is not None for item in issued for _ in item.values],
+            )
         else:
             events = issued_events(counter, issued)
             hashes, new = chain.link(head, events)
             await conn.execute(
                 INSERT_CHAINED_NUMBERS,
-                *recorded,
+                series.id,
+                counter.period,
+                counter.variables,
+                [_first_of_run(item, series.step) for item in issued],
+                [len(item.values) for item in issued],
+                [item.date for item in issued],
+                issued[0].issued_at,
+                [item.document_ref for item in issued],
+                [item.reservation is not None for item in issued],
+                series.step,
+                [n for item in issued for n in item.numbers],
+                chain.joined_contents(events),
+                chain.CONTENT_SEPARATOR,
                 head.counter_id,
                 head.seq,
                 new.seq,
                 new.hash,
-                [e.kind for e in events],
-                hashes,
-                [e.content for e in events],
-                reserved,
+                b"".join(hashes),
             )
     except asyncpg.UniqueViolationError as error:
         if error.table_name != "numbers":  # the chain's own key: a bug, never the client's

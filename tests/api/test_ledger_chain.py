@@ -254,6 +254,51 @@ async def test_a_batch_of_ten_thousand_is_one_chain(
     assert report["counters"][0]["events"] == 10_001
 
 
+async def test_requests_of_one_group_with_references_of_any_text_are_chained_as_issued(
+    client: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool
+) -> None:
+    """Contents travel to the database joined by a control character, which canonical JSON never
+    holds unescaped, whatever the reference (quotes, backslashes, any script); concurrent
+    requests of one group each keep their own date and reference."""
+    await create_series(client, tenant, "c", format="C-{seq}")
+    references = ['"quoted"', "back\\slash", "\ue000 private use", "plain", "é ✓ \\u001e"]
+
+    async def one(index: int, reference: str) -> list[str]:
+        body = {"document_ref": reference, "date": f"2026-05-0{index + 1}"}
+        return await issue(client, tenant, 1 + index * 50, **body)
+
+    issued = await asyncio.gather(*(one(i, r) for i, r in enumerate(references)))
+    report = await verify(client, tenant, period="all")
+    assert report["intact"] is True, report
+    assert report["counters"][0]["events"] == sum(len(numbers) for numbers in issued)
+    for (index, reference), numbers in zip(enumerate(references), issued, strict=True):
+        for number in (numbers[0], numbers[-1]):
+            entry = (await client.get(f"/series/c/numbers/{number}", headers=tenant.issuer)).json()
+            assert (entry["document_ref"], entry["date"]) == (reference, f"2026-05-0{index + 1}")
+
+
+async def test_series_and_counters_are_never_deleted_so_no_ledger_row_loses_its_parent(
+    client: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool, empty_database_url: str
+) -> None:
+    await create_series(client, tenant, "c")
+    await issue(client, tenant, 3)
+    async with pool.acquire() as conn:
+        for table, column in (("series", "id"), ("counters", "series_id")):
+            with pytest.raises(asyncpg.RestrictViolationError, match="never deleted"):
+                async with conn.transaction():
+                    await conn.execute(
+                        f"DELETE FROM {table} WHERE {column} = $1", await series_id(pool, tenant)
+                    )
+    empty = await asyncpg.connect(empty_database_url)
+    try:
+        await migrate(empty, load_migrations())
+        for table in ("series", "counters"):
+            with pytest.raises(asyncpg.RestrictViolationError, match="never deleted"):
+                await empty.execute(f"TRUNCATE {table} CASCADE")
+    finally:
+        await empty.close()
+
+
 @pytest.mark.parametrize("mode", ["sequence", "cached"])
 async def test_series_that_keep_no_chain_say_so(
     client: httpx.AsyncClient, tenant: Tenant, mode: str

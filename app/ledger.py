@@ -61,7 +61,7 @@ INSERT_CHAINED_NUMBERS = f"""
 WITH request AS (
     SELECT first, count, date, document_ref,
            CASE WHEN reserved THEN 'reserved' ELSE 'issued' END AS status,
-           sum(count) OVER (ORDER BY position) - count AS before
+           (sum(count) OVER (ORDER BY position))::bigint - count AS before
     FROM unnest($4::bigint[], $5::bigint[], $6::date[], $8::text[], $9::boolean[])
         WITH ORDINALITY AS r (first, count, date, document_ref, reserved, position)
 ),

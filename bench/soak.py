@@ -49,7 +49,7 @@ MAX_GROWTH = 0.25
 WARM_UP = 0.2  # the share of the run whose samples are left out
 SAMPLE_EVERY_SECONDS = 0.5
 ADMIN_PAUSE_SECONDS = 0.02
-SERIES = {
+SERIES: dict[str, dict[str, object]] = {
     "gapless": {"mode": "gapless"},
     "sequence": {"mode": "sequence", "ledger": True},
     "cached": {"mode": "cached", "ledger": True, "block_size": 50},
@@ -295,7 +295,9 @@ async def soak_distinct(
                 await sampler
             service.stop()  # a clean stop gives back what the lanes still hold
             for name in names:
-                report.database[name] = dict(await pool.fetchrow(COUNTERS_OF, tenant.id, name))
+                counted = await pool.fetchrow(COUNTERS_OF, tenant.id, name)
+                assert counted is not None, "an aggregate returns one row"
+                report.database[name] = dict(counted)
         finally:
             await pool.close()
     cached, sequence = report.database["cached"], report.database["sequence"]

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +55,7 @@ def start_service(
     log_dir: Path,
     *,
     workers: int = 1,
-    env: dict[str, str | None] | None = None,
+    env: Mapping[str, str | None] | None = None,
     output: int | None = None,
 ) -> ServiceProcess:
     """Start ``docnum serve``; with no database_url it runs its own embedded PostgreSQL. Its

@@ -16,7 +16,8 @@ class ControlSequence(models.Model):
             sequence = cls.objects.select_for_update().get(name=sequence_name)
             sequence.sequence_number += 1
             sequence.save()
-            return sequence.sequence_number
+            number: int = sequence.sequence_number
+            return number
 
 
 class Invoice(models.Model):

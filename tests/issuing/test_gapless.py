@@ -12,6 +12,7 @@ from app import series as series_sql
 from app.definition import Series
 from app.issuing.counters import ADVANCE_COUNTER
 from app.issuing.engine import Answer, Issuer
+from app.issuing.gapless import MAX_VALUES_PER_TRANSACTION
 from app.issuing.issued import Issued
 from app.ledger import INSERT_CHAINED_NUMBERS
 from app.problems import InvalidRequest, NumberCollision, SeriesExhausted
@@ -60,6 +61,24 @@ async def test_concurrent_requests_share_one_transaction_in_order_of_arrival(
         assert sent.count(ADVANCE_COUNTER) == 2
     entries = await ledger(client, tenant)
     assert [(v, n) for v, n, _ in entries] == [(5 + 3 * i, f"T-{5 + 3 * i}") for i in range(57)]
+
+
+async def test_a_group_holds_at_most_its_bound_of_values_and_a_larger_request_goes_alone(
+    client: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Batches of 4,000 arriving together: two per transaction (8,000 fit, 12,000 do not); one of
+    12,000 is a transaction of its own. Values still follow the order of arrival."""
+    series = await gapless_series(client, tenant, pool)
+    assert 8_000 <= MAX_VALUES_PER_TRANSACTION < 12_000
+    async with recording_pool(database_url) as (own_pool, sent):
+        issuer = Issuer(own_pool, idempotency_ttl_seconds=60)
+        counts = [4_000] * 5 + [12_000, 4_000]
+        answers = await asyncio.gather(*(issue_plain(issuer, series, c) for c in counts))
+        firsts = [issued(a).values[0] for a in answers]
+        assert firsts == [5 + 3 * sum(counts[:i]) for i in range(len(counts))]
+        # [4k 4k] [4k 4k] [4k] [12k] [4k]: the fifth does not fit with the 12,000 after it.
+        assert sent.count(INSERT_CHAINED_NUMBERS) == 5
+        assert sent.count("BEGIN;") == sent.count("COMMIT;") == 5
 
 
 async def test_a_failed_transaction_fails_every_request_and_hands_out_nothing(

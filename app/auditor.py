@@ -14,20 +14,28 @@ is issued meanwhile:
   verifying the chain when the ZIP was made.
 
 docs/ledger-chain.md shows how to verify ``chain.csv``, ``ledger.csv`` and ``head.json`` offline.
-The ZIP is built in memory before the first byte is sent, within the process's export slots (see
+The ZIP is built before the first byte is sent, within the process's export slots (see
 ``app.exports``): the connection is held only for the reads, never while the files are
 compressed or the client reads them.
+
+Memory stays bounded whatever the period's size: rows are read a page at a time (the events
+through a cursor) and written to the files as they come, and every file, the ZIP too, is kept in
+memory up to ``SPOOL_BYTES`` and on disk beyond (a temporary file, gone once the answer is sent
+or abandoned). Compressing runs in a worker thread, not in the event loop that issues numbers.
 """
 
+import asyncio
 import csv
 import datetime
-import io
 import json
+import tempfile
 import zipfile
-from typing import Final
+from collections.abc import Iterator
+from typing import IO, Final
 
 import asyncpg
-from fastapi import Response
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from app import audit, chain, ledger
 from app.database import Connection, acquire_for_snapshot
@@ -47,6 +55,13 @@ ZIP = "application/zip"
 # Every read of a verification or a ZIP sees the same committed state.
 SNAPSHOT: Final = "repeatable_read"
 CHAIN_COLUMNS = ("period", "variables", "seq", "kind", "value", "content", "hash")
+# The files of the ZIP, in the order it holds them.
+ORDER = ("ledger.csv", "chain.csv", "voids.csv", "gaps.json", "configuration.json", "head.json")
+# What each file, and the ZIP, keeps in memory before it goes on in a temporary file on disk.
+SPOOL_BYTES = 8 * 2**20
+# Events read per round trip of the cursor, and bytes per chunk of the answer.
+CURSOR_ROWS = 1000
+CHUNK_BYTES = 2**16
 
 
 def chained(series: Series) -> Series:
@@ -59,9 +74,28 @@ def chained(series: Series) -> Series:
     return series
 
 
-def zip_response(body: bytes, filename: str) -> Response:
-    return Response(
-        body, media_type=ZIP, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+def _spooled_text() -> IO[str]:
+    return tempfile.SpooledTemporaryFile(SPOOL_BYTES, "w+", encoding="utf-8", newline="")
+
+
+def zip_response(bundle: IO[bytes], filename: str) -> StreamingResponse:
+    """The ZIP ``archive`` made, sent in chunks; its file is closed (and removed) once the answer
+    is sent or abandoned."""
+    size = bundle.seek(0, 2)
+    bundle.seek(0)
+
+    def chunks() -> Iterator[bytes]:  # a plain iterator: Starlette reads it in a thread
+        while chunk := bundle.read(CHUNK_BYTES):
+            yield chunk
+
+    return StreamingResponse(
+        chunks(),
+        media_type=ZIP,
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Content-Length": str(size),
+        },
+        background=BackgroundTask(bundle.close),
     )
 
 
@@ -88,9 +122,30 @@ async def verify(
         return await _report(conn, series, period, variables)
 
 
-async def _csv(conn: Connection, series: Series, period: str, status: str | None) -> str:
+async def _write_csv(
+    conn: Connection, series: Series, period: str, status: str | None, out: IO[str]
+) -> None:
     chunks = await ledger.csv_chunks(conn, series, period=period, variables=None, status=status)
-    return "".join([chunk async for chunk in chunks])
+    async for chunk in chunks:
+        out.write(chunk)
+
+
+async def _write_events(conn: Connection, series: Series, period: str, out: IO[str]) -> None:
+    writer = csv.writer(out)
+    writer.writerow(CHAIN_COLUMNS)
+    rows = conn.cursor(SELECT_PERIOD_EVENTS, series.id, period, prefetch=CURSOR_ROWS)
+    async for row in rows:
+        writer.writerow(
+            (
+                period,
+                row["variables"],
+                row["seq"],
+                row["kind"],
+                row["value"],
+                row["content"],
+                row["hash"].hex(),
+            )
+        )
 
 
 def _json(document: object) -> str:
@@ -103,60 +158,63 @@ async def archive(
     series: Series,
     period: str,
     now: datetime.datetime,
-) -> bytes:
-    """The ZIP of ``period``, within this process's export slots; the connection is given back
-    before the files are compressed."""
+) -> IO[bytes]:
+    """The ZIP of ``period`` as a file (see above), within this process's export slots; the
+    connection is given back before the files are compressed. The caller closes it
+    (``zip_response`` does)."""
     slots.take()
+    files: dict[str, IO[str]] = {}
     try:
         async with (
             acquire_for_snapshot(pool) as conn,
             conn.transaction(isolation=SNAPSHOT, readonly=True),
         ):
             files = await _files(conn, series, period, now)
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
-            for name, text in files.items():
-                bundle.writestr(name, text)
-        return buffer.getvalue()
+        return await asyncio.to_thread(_compress, files)
     finally:
+        for file in files.values():
+            file.close()
         slots.give_back()
+
+
+def _compress(files: dict[str, IO[str]]) -> IO[bytes]:
+    # Not a context manager: the caller owns the file it returns (zip_response closes it).
+    bundle: IO[bytes] = tempfile.SpooledTemporaryFile(SPOOL_BYTES)  # noqa: SIM115
+    try:
+        with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, file in files.items():
+                file.seek(0)
+                with archive.open(name, "w") as member:
+                    while chunk := file.read(CHUNK_BYTES):
+                        member.write(chunk.encode())
+    except BaseException:
+        bundle.close()
+        raise
+    return bundle
 
 
 async def _files(
     conn: Connection, series: Series, period: str, now: datetime.datetime
-) -> dict[str, str]:
-    report = await _report(conn, series, period, None)
-    events = io.StringIO()
-    writer = csv.writer(events)
-    writer.writerow(CHAIN_COLUMNS)
-    for row in await conn.fetch(SELECT_PERIOD_EVENTS, series.id, period):
-        writer.writerow(
-            (
-                period,
-                row["variables"],
-                row["seq"],
-                row["kind"],
-                row["value"],
-                row["content"],
-                row["hash"].hex(),
-            )
-        )
-    counters = report.counters
-    gaps = [await ledger.gaps(conn, series, CounterKey(period, c.variables)) for c in counters]
-    history = await audit.series_history(conn, series.tenant_id, series.name)
-    return {
-        "ledger.csv": await _csv(conn, series, period, None),
-        "chain.csv": events.getvalue(),
-        "voids.csv": await _csv(conn, series, period, "voided"),
-        "gaps.json": _json([g.model_dump(mode="json") for g in gaps]),
-        "configuration.json": _json(
-            {
+) -> dict[str, IO[str]]:
+    """The ZIP's files, written in the snapshot of ``conn``'s transaction."""
+    files: dict[str, IO[str]] = {}
+    try:
+        report = await _report(conn, series, period, None)
+        for name, status in (("ledger.csv", None), ("voids.csv", "voided")):
+            files[name] = _spooled_text()
+            await _write_csv(conn, series, period, status, files[name])
+        files["chain.csv"] = _spooled_text()
+        await _write_events(conn, series, period, files["chain.csv"])
+        counters = report.counters
+        gaps = [await ledger.gaps(conn, series, CounterKey(period, c.variables)) for c in counters]
+        history = await audit.series_history(conn, series.tenant_id, series.name)
+        documents = {
+            "gaps.json": [g.model_dump(mode="json") for g in gaps],
+            "configuration.json": {
                 "series": series.to_out().model_dump(mode="json"),
                 "history": [entry.model_dump(mode="json") for entry in history],
-            }
-        ),
-        "head.json": _json(
-            {
+            },
+            "head.json": {
                 "series": series.name,
                 "period": period,
                 "made_at": now.isoformat(),
@@ -166,6 +224,13 @@ async def _files(
                     {"variables": c.variables, "events": c.events, "head": c.head} for c in counters
                 ],
                 "verification": report.model_dump(mode="json"),
-            }
-        ),
-    }
+            },
+        }
+        for name, document in documents.items():
+            files[name] = _spooled_text()
+            files[name].write(_json(document))
+    except BaseException:
+        for file in files.values():
+            file.close()
+        raise
+    return {name: files[name] for name in ORDER}

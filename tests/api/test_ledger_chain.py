@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 import pytest
 
-from app import chain
+from app import auditor, chain
 from app.definition import CounterKey
 from app.migrate import load_migrations, migrate
 from harness.tenants import Tenant, create_series
@@ -392,6 +392,30 @@ async def test_the_auditors_zip_verifies_offline_with_the_documented_program(
     [counter] = head["counters"]
     assert counter["events"] == 11
     assert offline_verifier()(str(tmp_path / "audit.zip")) == {"": (11, counter["head"])}
+
+
+async def test_a_zip_far_larger_than_what_memory_holds_arrives_whole_and_verifies(
+    client: httpx.AsyncClient, tenant: Tenant, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files and ZIP kept in memory up to 1 KB only, events read 7 at a time, sent in chunks of
+    100 bytes: everything goes through temporary files and cursor pages, and nothing is lost."""
+    monkeypatch.setattr(auditor, "SPOOL_BYTES", 1024)
+    monkeypatch.setattr(auditor, "CURSOR_ROWS", 7)
+    monkeypatch.setattr(auditor, "CHUNK_BYTES", 100)
+    await create_series(client, tenant, "c", format="C-{YYYY}-{seq:05}", reset="yearly")
+    await issue(client, tenant, 2_500)
+    await void(client, tenant, "C-2026-01234", "Printed twice")
+    response = await client.get("/series/c/export?period=2026", headers=tenant.admin)
+    assert response.status_code == 200, response.text
+    assert int(response.headers["content-length"]) == len(response.content) > 100 * 1024
+    await asyncio.to_thread((tmp_path / "audit.zip").write_bytes, response.content)
+    bundle = zipfile.ZipFile(tmp_path / "audit.zip")
+    ledger_rows = list(csv.DictReader(io.StringIO(bundle.read("ledger.csv").decode())))
+    assert [row["number"] for row in ledger_rows] == [f"C-2026-{i:05}" for i in range(1, 2_501)]
+    events = list(csv.DictReader(io.StringIO(bundle.read("chain.csv").decode())))
+    assert [int(e["seq"]) for e in events] == list(range(1, 2_502))
+    [counter] = json.loads(bundle.read("head.json"))["counters"]
+    assert offline_verifier()(str(tmp_path / "audit.zip")) == {"": (2_501, counter["head"])}
 
 
 @pytest.mark.parametrize(

@@ -38,8 +38,12 @@ SERVICE_ENV = {
     "DOCNUM_LOG_LEVEL": "warning",
     "DOCNUM_POOL_MIN_SIZE": "1",
     "DOCNUM_POOL_MAX_SIZE": "2",
-    "DOCNUM_POOL_TIMEOUT_MS": "500",
+    # Waits long enough for a busy machine: a request that waits for a connection or a lock
+    # the test holds keeps waiting for as long as the test needs, and never passes its
+    # deadline first (which is kept above the lock timeout, as the settings ask).
+    "DOCNUM_POOL_TIMEOUT_MS": "2000",
     "DOCNUM_LOCK_TIMEOUT_MS": "10000",
+    "DOCNUM_DATABASE_TIMEOUT_MS": "15000",
     "DOCNUM_AUTH_CACHE_SECONDS": "60",
     "DOCNUM_MAX_CONCURRENT_EXPORTS": str(EXPORTS),
 }

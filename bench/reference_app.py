@@ -35,7 +35,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await pool.close()
 
 
-app = FastAPI(title="Docnum benchmark references", lifespan=lifespan)
+# FastAPI's own OpenTelemetry off, as in Docnum (app.main): it reads the environment on every
+# request, and a reference that paid for it would flatter every ratio measured against it.
+app = FastAPI(
+    title="Docnum benchmark references",
+    lifespan=lifespan,
+    telemetry={"tracing": False, "metrics": False, "logs": False},
+)
 
 
 @app.get("/readyz")

@@ -23,7 +23,8 @@ from app.admin.series_pages import EDIT_CONFLICTS
 from app.admin.session import AdminSession, SessionsDep, SignInRequired, get_admin_session
 from app.definition import CounterKey, Format, Series
 from app.deps import ServicesDep
-from app.formatting import NumberTooLong, VariableError, parse_template
+from app.formatting import parse_template
+from app.issuing.issued import render_numbers
 from app.problems import FormatConflict, InvalidRequest, NotFound, Unauthorized
 from app.schemas import SeriesFields, decode_variables
 from app.series import check_new_format, checked_fields
@@ -111,15 +112,9 @@ def _sample(
         "value": value,
     }
     try:
-        sample["number"] = entry.template.render(
-            value,
-            date=day,
-            series=draft.name,
-            variables=variables,
-            fiscal_year_start=draft.fiscal_year_start,
-        )
-    except (VariableError, NumberTooLong) as error:
-        sample["error"] = str(error)
+        [sample["number"]] = render_numbers(draft, entry.template, [value], day, variables)
+    except InvalidRequest as unrenderable:
+        sample["error"] = unrenderable.detail
     else:
         sample["variables"] = decode_variables(counter.variables)
     return sample

@@ -25,6 +25,7 @@ or abandoned). Compressing runs in a worker thread, not in the event loop that i
 """
 
 import asyncio
+import contextlib
 import csv
 import datetime
 import json
@@ -55,8 +56,6 @@ ZIP = "application/zip"
 # Every read of a verification or a ZIP sees the same committed state.
 SNAPSHOT: Final = "repeatable_read"
 CHAIN_COLUMNS = ("period", "variables", "seq", "kind", "value", "content", "hash")
-# The files of the ZIP, in the order it holds them.
-ORDER = ("ledger.csv", "chain.csv", "voids.csv", "gaps.json", "configuration.json", "head.json")
 # What each file, and the ZIP, keeps in memory before it goes on in a temporary file on disk.
 SPOOL_BYTES = 8 * 2**20
 # Events read per round trip of the cursor, and bytes per chunk of the answer.
@@ -72,10 +71,6 @@ def chained(series: Series) -> Series:
             "ledger."
         )
     return series
-
-
-def _spooled_text() -> IO[str]:
-    return tempfile.SpooledTemporaryFile(SPOOL_BYTES, "w+", encoding="utf-8", newline="")
 
 
 def zip_response(bundle: IO[bytes], filename: str) -> StreamingResponse:
@@ -163,17 +158,15 @@ async def archive(
     connection is given back before the files are compressed. The caller closes it
     (``zip_response`` does)."""
     slots.take()
-    files: dict[str, IO[str]] = {}
     try:
-        async with (
-            acquire_for_snapshot(pool) as conn,
-            conn.transaction(isolation=SNAPSHOT, readonly=True),
-        ):
-            files = await _files(conn, series, period, now)
-        return await asyncio.to_thread(_compress, files)
+        with contextlib.ExitStack() as opened:  # the files, closed however this ends
+            async with (
+                acquire_for_snapshot(pool) as conn,
+                conn.transaction(isolation=SNAPSHOT, readonly=True),
+            ):
+                files = await _files(conn, series, period, now, opened)
+            return await asyncio.to_thread(_compress, files)
     finally:
-        for file in files.values():
-            file.close()
         slots.give_back()
 
 
@@ -194,27 +187,42 @@ def _compress(files: dict[str, IO[str]]) -> IO[bytes]:
 
 
 async def _files(
-    conn: Connection, series: Series, period: str, now: datetime.datetime
+    conn: Connection,
+    series: Series,
+    period: str,
+    now: datetime.datetime,
+    opened: contextlib.ExitStack,
 ) -> dict[str, IO[str]]:
-    """The ZIP's files, written in the snapshot of ``conn``'s transaction."""
+    """The ZIP's files in its order, written in the snapshot of ``conn``'s transaction; each is
+    closed with ``opened``."""
+
+    def new(name: str) -> IO[str]:
+        spooled = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (closed by ``opened``)
+            SPOOL_BYTES, "w+", encoding="utf-8", newline=""
+        )
+        files[name] = opened.enter_context(spooled)
+        return files[name]
+
     files: dict[str, IO[str]] = {}
-    try:
-        report = await _report(conn, series, period, None)
-        for name, status in (("ledger.csv", None), ("voids.csv", "voided")):
-            files[name] = _spooled_text()
-            await _write_csv(conn, series, period, status, files[name])
-        files["chain.csv"] = _spooled_text()
-        await _write_events(conn, series, period, files["chain.csv"])
-        counters = report.counters
-        gaps = [await ledger.gaps(conn, series, CounterKey(period, c.variables)) for c in counters]
-        history = await audit.series_history(conn, series.tenant_id, series.name)
-        documents = {
-            "gaps.json": [g.model_dump(mode="json") for g in gaps],
-            "configuration.json": {
+    report = await _report(conn, series, period, None)
+    await _write_csv(conn, series, period, None, new("ledger.csv"))
+    await _write_events(conn, series, period, new("chain.csv"))
+    await _write_csv(conn, series, period, "voided", new("voids.csv"))
+    counters = report.counters
+    gaps = [await ledger.gaps(conn, series, CounterKey(period, c.variables)) for c in counters]
+    history = await audit.series_history(conn, series.tenant_id, series.name)
+    new("gaps.json").write(_json([g.model_dump(mode="json") for g in gaps]))
+    new("configuration.json").write(
+        _json(
+            {
                 "series": series.to_out().model_dump(mode="json"),
                 "history": [entry.model_dump(mode="json") for entry in history],
-            },
-            "head.json": {
+            }
+        )
+    )
+    new("head.json").write(
+        _json(
+            {
                 "series": series.name,
                 "period": period,
                 "made_at": now.isoformat(),
@@ -224,13 +232,7 @@ async def _files(
                     {"variables": c.variables, "events": c.events, "head": c.head} for c in counters
                 ],
                 "verification": report.model_dump(mode="json"),
-            },
-        }
-        for name, document in documents.items():
-            files[name] = _spooled_text()
-            files[name].write(_json(document))
-    except BaseException:
-        for file in files.values():
-            file.close()
-        raise
-    return {name: files[name] for name in ORDER}
+            }
+        )
+    )
+    return files

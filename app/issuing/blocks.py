@@ -137,7 +137,7 @@ class BlockIssuer(SingleIssuer):
             if count > 1:
                 # A batch that does not fit gets its own run; the current block keeps serving.
                 return await self._reserve_run(series, key, count, conn)
-            spare = lane.spare or self._prefetch(lane, key)
+            spare = lane.spare or self._prefetch(lane, key, lane.series.block_size)
             if conn is not None and not spare.done() and lane.connected is not spare:
                 return await self._reserve_run(series, key, 1, conn)
             try:
@@ -175,9 +175,9 @@ class BlockIssuer(SingleIssuer):
         wanted = math.ceil(used / elapsed * self._block_seconds)
         return max(smallest, min(wanted, smallest * GROWTH_LIMIT))
 
-    def _prefetch(self, lane: _Lane, key: CounterKey, size: int = 0) -> asyncio.Task[_Block]:
-        """Reserve the lane's next block of ``size`` values (``block_size`` when 0)."""
-        reserve = self._reserve(lane, key, size or lane.series.block_size)
+    def _prefetch(self, lane: _Lane, key: CounterKey, size: int) -> asyncio.Task[_Block]:
+        """Reserve the lane's next block of ``size`` values in the background."""
+        reserve = self._reserve(lane, key, size)
         spare = lane.spare = asyncio.get_running_loop().create_task(reserve)
         # Its failure reaches whoever waits for it; if nobody does, it is not worth a warning.
         spare.add_done_callback(lambda task: task.cancelled() or task.exception())

@@ -12,6 +12,7 @@ values themselves, taken from a sequence or a block, are not given back if it ro
 request that only records its numbers needs no transaction: that is one statement.
 """
 
+import contextlib
 from abc import ABC, abstractmethod
 
 import asyncpg
@@ -36,16 +37,16 @@ class SingleIssuer(ABC):
     async def issue(self, request: Request) -> Outcome:
         if request.claim is None and request.hold is None and not request.series.ledger:
             return request.render(await self._values(request, None))
+        alone = request.claim is None and request.hold is None  # one statement to record
         try:
-            async with self._pool.acquire() as conn:
-                if request.claim is None and request.hold is None:  # one statement to record
-                    [outcome] = await transaction.serve(conn, [request], self._take, self._ttl)
-                    return outcome
-                async with conn.transaction():
-                    [outcome] = await transaction.serve(conn, [request], self._take, self._ttl)
-                    return outcome
+            async with (
+                self._pool.acquire() as conn,
+                contextlib.nullcontext() if alone else conn.transaction(),
+            ):
+                [outcome] = await transaction.serve(conn, [request], self._take, self._ttl)
         except transaction.RequestFailed as failed:
             raise failed.problem from None
+        return outcome
 
     async def _take(
         self, conn: Connection, requests: list[Request], total: int

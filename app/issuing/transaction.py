@@ -74,11 +74,11 @@ async def serve(
                 issued[id(request)] = request.render(run)
             except Problem as problem:
                 raise RequestFailed(request, problem) from None
-        held = [r for r in fresh if r.hold is not None]
+        held = [(r, r.hold) for r in fresh if r.hold is not None]
         if held:
-            terms = [(r.hold, issued[id(r)]) for r in held if r.hold is not None]
+            terms = [(hold, issued[id(r)]) for r, hold in held]
             reserved = await reservations.hold(conn, series, counter, terms)
-            for request, item in zip(held, reserved, strict=True):
+            for (request, _), item in zip(held, reserved, strict=True):
                 issued[id(request)] = item
         if series.ledger:
             await record_numbers(conn, series, counter, list(issued.values()), taken.head)
